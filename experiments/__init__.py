@@ -1,0 +1,1 @@
+"""The experiment harness: one trainer, checkpoints, sharding, data, and a task per family."""

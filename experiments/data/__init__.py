@@ -1,0 +1,1 @@
+"""Data: TFDS builders (array_record) and deterministic, checkpointable input pipelines."""

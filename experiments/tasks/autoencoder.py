@@ -1,0 +1,69 @@
+"""Image autoencoding: reconstruct the input through a small latent (no tokens; throughput in examples/s)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from decoders.errors import ConfigError
+from decoders.models import autoencoder
+from experiments.data import digits, pipeline
+from experiments.tasks.base import Task
+
+DATASETS = {"sklearn_digits": (digits.load_split, "train", "test")}
+
+
+class AutoencoderTask(Task):
+  unit = "examples"
+
+  def __init__(self, config):
+    super().__init__(config)
+    data = config.data
+    if data.name not in DATASETS:
+      raise ConfigError(f"data.name={data.name!r} is not one of {sorted(DATASETS)}")
+    load, train_split, eval_split = DATASETS[data.name]
+    self.train_images = load(data.data_dir, train_split)
+    self.eval_images = load(data.data_dir, eval_split)
+    self.model = autoencoder.Autoencoder(
+        autoencoder.AutoencoderConfig(
+            image_size=self.train_images.shape[1],
+            image_channels=self.train_images.shape[-1],
+            channels=tuple(config.model.channels),
+            latent_dim=config.model.latent_dim,
+        )
+    )
+
+  def init_params(self, rng):
+    return self.model.init(rng, jnp.zeros((1, *self.train_images.shape[1:])))["params"]
+
+  def _reconstruction_error(self, params, images):
+    """Per-image binary cross-entropy summed over pixels (intensities in [0, 1] as targets)."""
+    logits = self.model.apply({"params": params}, images)
+    per_pixel = -(images * jax.nn.log_sigmoid(logits) + (1 - images) * jax.nn.log_sigmoid(-logits))
+    squared = jnp.square(nn.sigmoid(logits) - images)
+    return per_pixel.sum(axis=(1, 2, 3)), squared.mean(axis=(1, 2, 3))
+
+  def loss_fn(self, params, batch, rng, train):
+    del rng, train
+    bce, mse = self._reconstruction_error(params, batch["image"])
+    return bce.mean(), {"loss": bce.mean(), "mse": mse.mean()}
+
+  def eval_fn(self, params, batch):
+    bce, mse = self._reconstruction_error(params, batch["image"])
+    weight = batch["weight"]
+    return {"bce": (bce * weight).sum(), "mse": (mse * weight).sum(), "examples": weight.sum()}
+
+  def summarize_eval(self, sums):
+    return {"loss": sums["bce"] / sums["examples"], "mse": sums["mse"] / sums["examples"]}
+
+  def train_batches(self, seed, process_index, process_count):
+    images = self.train_images
+    examples = pipeline.grain.MapDataset.range(len(images)).map(lambda i: images[i])
+    return pipeline.training_batches(
+        examples, self.config.data.batch_size, seed, process_index, process_count, batch_fn=lambda xs: {"image": np.stack(xs)}
+    )
+
+  def eval_batches(self):
+    return pipeline.padded_batches({"image": self.eval_images}, self.config.data.eval_batch_size)
+
+  def units_per_step(self):
+    return self.config.data.batch_size

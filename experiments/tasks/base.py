@@ -1,0 +1,78 @@
+"""The interface through which a model family plugs into the one trainer.
+
+A task says what to feed, which loss to minimise and how to evaluate; the
+trainer owns everything else (optimizers, train state, step, loop, checkpoints).
+A task with several losses over different parts of its parameters (a GAN's
+generator and discriminator) returns several `Objective`s: the trainer gives each
+its own optimizer and applies them one after another inside the same step.
+"""
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+Params = Any
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+# loss_fn(params, batch, rng, train) -> (scalar loss, metrics)
+LossFn = Callable[[Params, Batch, jax.Array, bool], tuple[jax.Array, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """One loss, minimised by its own optimizer over `params[params_key]` (all params if None)."""
+
+  name: str
+  loss_fn: LossFn
+  params_key: str | None = None
+
+
+class Task(abc.ABC):
+  """One model family on one kind of data. Subclasses register under a name in `tasks.TASKS`."""
+
+  # What the throughput is counted in: "tokens" for sequences, "examples" for images.
+  unit: str = "examples"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def init_params(self, rng: jax.Array) -> Params:
+    """Parameters boxed with logical axis names (`nn.with_logical_partitioning`)."""
+
+  @abc.abstractmethod
+  def loss_fn(self, params: Params, batch: Batch, rng: jax.Array, train: bool) -> tuple[jax.Array, Metrics]:
+    """The training loss (a mean) and metrics to log."""
+
+  def objectives(self) -> Sequence[Objective]:
+    return (Objective("loss", self.loss_fn),)
+
+  @abc.abstractmethod
+  def eval_fn(self, params: Params, batch: Batch) -> Metrics:
+    """Metrics summed over the batch (rows with `weight` 0 are padding), so batches add up."""
+
+  @abc.abstractmethod
+  def summarize_eval(self, sums: Mapping[str, float]) -> dict[str, float]:
+    """Turns eval sums over the whole evaluation set into reported metrics."""
+
+  @abc.abstractmethod
+  def train_batches(self, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
+    """Endless training batches for this process (each a dict of numpy arrays, batch axis first)."""
+
+  @abc.abstractmethod
+  def eval_batches(self) -> Sequence[dict[str, np.ndarray]]:
+    """The evaluation set as equal-size global batches with a `weight` per row."""
+
+  @abc.abstractmethod
+  def units_per_step(self) -> int:
+    """Global `unit`s consumed by one training step (for the throughput metric)."""
+
+  def sample(self, params: Params, rng: jax.Array) -> str | None:
+    """What the model generates, for a person to read at the end of a run; None if nothing."""
+    del params, rng
+    return None

@@ -1,0 +1,104 @@
+"""Decoder-only language modelling on character-level text (the default `make run` job)."""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from decoders import losses
+from decoders.decoding import sampling, strategies
+from decoders.errors import ConfigError
+from decoders.models import decoder_lm
+from experiments.data import pipeline, shakespeare
+from experiments.tasks.base import Task
+
+DATASETS = {"shakespeare_char": shakespeare.load_split_text}
+
+
+class LanguageModelTask(Task):
+  """Next-token prediction with a `DecoderLM`; loss in nats per token (= per character here)."""
+
+  unit = "tokens"
+
+  def __init__(self, config):
+    super().__init__(config)
+    data = config.data
+    if data.name not in DATASETS:
+      raise ConfigError(f"data.name={data.name!r} is not one of {sorted(DATASETS)}")
+    load = DATASETS[data.name]
+    self.train_text = load(data.data_dir, "train", data.source_dir)
+    self.validation_text = load(data.data_dir, "validation", data.source_dir)
+    self.tokenizer = pipeline.CharTokenizer.from_text(self.train_text + self.validation_text)
+    self.model_config = model_config(config, self.tokenizer.vocab_size)
+    if data.context_length > self.model_config.max_len:
+      raise ConfigError(f"data.context_length={data.context_length} exceeds model.max_len={self.model_config.max_len}")
+    self.model = decoder_lm.DecoderLM(self.model_config)
+
+  def init_params(self, rng):
+    tokens = jnp.zeros((1, self.config.data.context_length), jnp.int32)
+    return self.model.init(rng, tokens)["params"]
+
+  def loss_fn(self, params, batch, rng, train):
+    logits = self.model.apply({"params": params}, batch["inputs"], train=train, rngs={"dropout": rng})
+    total, count = losses.cross_entropy(logits, batch["targets"])
+    loss = total / count
+    return loss, {"loss": loss}
+
+  def eval_fn(self, params, batch):
+    logits = self.model.apply({"params": params}, batch["inputs"], train=False)
+    weights = jnp.broadcast_to(batch["weight"][:, None], batch["targets"].shape)
+    total, count = losses.cross_entropy(logits, batch["targets"], weights)
+    return {"nll": total, "tokens": count}
+
+  def summarize_eval(self, sums):
+    loss = sums["nll"] / sums["tokens"]
+    return {"loss": loss, "bits_per_token": loss / np.log(2.0), "tokens": sums["tokens"]}
+
+  def train_batches(self, seed, process_index, process_count):
+    tokens = self.tokenizer.encode(self.train_text)
+    windows = pipeline.token_windows(tokens, self.config.data.context_length)
+    return pipeline.training_batches(
+        windows, self.config.data.batch_size, seed, process_index, process_count, batch_fn=_inputs_and_targets
+    )
+
+  def eval_batches(self):
+    """Every non-overlapping window of the validation text: an exact average over it."""
+    length = self.config.data.context_length
+    tokens = self.tokenizer.encode(self.validation_text)
+    windows = np.stack(list(pipeline.token_windows(tokens, length, stride=length)))
+    arrays = {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+    return pipeline.padded_batches(arrays, self.config.data.eval_batch_size)
+
+  def units_per_step(self):
+    return self.config.data.batch_size * self.config.data.context_length
+
+  def sample(self, params, rng):
+    cfg = self.config.sample
+    prompt = jnp.asarray(self.tokenizer.encode(cfg.prompt))[None]
+    tokens = _generate(self.model, params, prompt, cfg.num_tokens, cfg.temperature, rng, self.config.data.context_length)
+    return self.tokenizer.decode(np.asarray(tokens[0]))
+
+
+def model_config(config, vocab_size: int) -> decoder_lm.DecoderLMConfig:
+  """The model dataclass from `config.model` (a preset plus overrides) and the data's vocabulary."""
+  fields = dict(config.model)
+  preset = fields.pop("preset")
+  known = {f.name for f in dataclasses.fields(decoder_lm.DecoderLMConfig)}
+  for key in fields:
+    if key not in known:
+      raise ConfigError(f"model.{key} is not a field of DecoderLMConfig")
+  return decoder_lm.preset(preset, **fields, vocab_size=vocab_size)
+
+
+def _inputs_and_targets(windows):
+  windows = np.stack(windows)
+  return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 6))
+def _generate(model, params, prompt, num_tokens, temperature, rng, window):
+  def next_token_logits(context, length):
+    return model.apply({"params": params}, context, length, method=decoder_lm.DecoderLM.next_token_logits)
+
+  return sampling.generate(next_token_logits, prompt, num_tokens, strategies.Temperature(temperature), rng, window)

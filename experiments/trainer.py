@@ -1,0 +1,114 @@
+"""The one trainer: train state, compiled train and eval steps, for any `Task`.
+
+`train_step(state, batch) -> (state, metrics)` is compiled once with `jax.jit`:
+input and output shardings come from the parameters' logical axis names and the
+mesh, and the incoming state is donated so its buffers are reused in place.
+"""
+from collections.abc import Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments import optimizers, sharding
+from experiments.tasks.base import Task
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  opt_states: tuple  # one per objective
+  rng: jax.Array  # raw uint32 key data, so checkpoints hold a plain array; step keys are fold_in(rng, step)
+
+
+def _select(params, key):
+  return params if key is None else params[key]
+
+
+def _replace(params, key, part):
+  return part if key is None else {**params, key: part}
+
+
+class Trainer:
+  """Builds the train state and the compiled steps of `task` on `mesh`."""
+
+  def __init__(self, task: Task, config, mesh: jax.sharding.Mesh):
+    self.task = task
+    self.mesh = mesh
+    self.objectives = tuple(task.objectives())
+    made = [optimizers.make(config.optimizer, config.train.num_steps) for _ in self.objectives]
+    self.optimizers = tuple(optimizer for optimizer, _ in made)
+    self.schedule = made[0][1]
+
+    abstract_boxed = jax.eval_shape(self._init_boxed, jax.random.key(0))
+    self.state_shardings = sharding.logical_shardings(nn.get_partition_spec(abstract_boxed), mesh)
+    self.abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), self.state_shardings
+    )
+    self.batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    self.init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)), out_shardings=self.state_shardings)
+    self.train_step = jax.jit(
+        self._train_step,
+        in_shardings=(self.state_shardings, self.batch_sharding),
+        out_shardings=(self.state_shardings, replicated),
+        donate_argnums=0,
+    )
+    self._eval_step = jax.jit(
+        task.eval_fn, in_shardings=(self.state_shardings.params, self.batch_sharding), out_shardings=replicated
+    )
+
+  def _init_boxed(self, rng: jax.Array) -> TrainState:
+    init_rng, train_rng = jax.random.split(rng)
+    params = self.task.init_params(init_rng)
+    opt_states = tuple(
+        optimizer.init(_select(params, objective.params_key))
+        for objective, optimizer in zip(self.objectives, self.optimizers)
+    )
+    return TrainState(step=jnp.int32(0), params=params, opt_states=opt_states, rng=jax.random.key_data(train_rng))
+
+  def _train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    params, opt_states, metrics = state.params, [], {}
+    finite = jnp.bool_(True)
+    # Objectives are applied in order, each seeing the parameters the previous one updated
+    # (for a GAN: the discriminator step sees the freshly updated generator).
+    for index, (objective, optimizer, opt_state) in enumerate(zip(self.objectives, self.optimizers, state.opt_states)):
+
+      def loss_of_part(part, params=params, objective=objective, index=index):
+        full = _replace(params, objective.params_key, part)
+        return objective.loss_fn(full, batch, jax.random.fold_in(step_rng, index), True)
+
+      part = _select(params, objective.params_key)
+      (loss, aux), grads = jax.value_and_grad(loss_of_part, has_aux=True)(part)
+      updates, opt_state = optimizer.update(grads, opt_state, part)
+      params = _replace(params, objective.params_key, optax.apply_updates(part, updates))
+      opt_states.append(opt_state)
+      grad_norm = optax.global_norm(grads)
+      finite &= jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+      prefix = "" if len(self.objectives) == 1 else f"{objective.name}/"
+      metrics.update({prefix + k: v for k, v in aux.items()})
+      metrics[prefix + "grad_norm"] = grad_norm
+    metrics["learning_rate"] = self.schedule(state.step)
+    metrics["nonfinite"] = (~finite).astype(jnp.int32)
+    new_state = state.replace(step=state.step + 1, params=params, opt_states=tuple(opt_states))
+    # A NaN/Inf step leaves the state untouched, so what is in memory (and what a
+    # checkpoint could save) is always the last good state; the loop then stops.
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return new_state, metrics
+
+  def evaluate(self, params, batches: Sequence[dict], max_batches: int = 0) -> dict[str, float]:
+    """Sums the task's eval metrics over `batches` (the first `max_batches` if > 0) and summarises them."""
+    if max_batches > 0:
+      batches = batches[:max_batches]
+    sums: dict[str, float] = {}
+    for batch in batches:
+      local = jax.tree.map(lambda x: np.array_split(x, jax.process_count())[jax.process_index()], batch)
+      out = jax.device_get(self._eval_step(params, sharding.global_batch(local, self.batch_sharding)))
+      for name, value in out.items():
+        sums[name] = sums.get(name, 0.0) + float(np.asarray(value, np.float64))
+    return self.task.summarize_eval(sums)

