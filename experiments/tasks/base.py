@@ -72,6 +72,10 @@ class Task(abc.ABC):
   def units_per_step(self) -> int:
     """Global `unit`s consumed by one training step (for the throughput metric)."""
 
+  def model_flops_per_step(self) -> float | None:
+    """Analytic training FLOPs of one step (for model-FLOPs utilisation); None if not known."""
+    return None
+
   def sample(self, params: Params, rng: jax.Array) -> str | None:
     """What the model generates, for a person to read at the end of a run; None if nothing."""
     del params, rng

@@ -66,12 +66,18 @@ class LanguageModelTask(Task):
     """Every non-overlapping window of the validation text: an exact average over it."""
     length = self.config.data.context_length
     tokens = self.tokenizer.encode(self.validation_text)
-    windows = np.stack(list(pipeline.token_windows(tokens, length, stride=length)))
+    windows = pipeline.token_windows(tokens, length, stride=length)
+    # Index rather than iterate: iterating a MapDataset goes through Grain's prefetch
+    # iterator, ~35x slower here (35 s instead of 1 s for the 31 k Shakespeare windows).
+    windows = np.stack([windows[i] for i in range(len(windows))])
     arrays = {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
     return pipeline.padded_batches(arrays, self.config.data.eval_batch_size)
 
   def units_per_step(self):
     return self.config.data.batch_size * self.config.data.context_length
+
+  def model_flops_per_step(self):
+    return self.model_config.flops_per_token(self.config.data.context_length) * self.units_per_step()
 
   def sample(self, params, rng):
     cfg = self.config.sample
