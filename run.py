@@ -10,6 +10,28 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, except that an unknown --config.KEY gives one line naming it.
+
+  ml_collections reports an override of a key the config does not have as a bare
+  KeyError/AttributeError from inside the parser: a 40-line traceback.
+  """
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (KeyError, AttributeError) as error:
+    cause = error
+    while cause.args and isinstance(cause.args[0], BaseException):  # AttributeError(KeyError(message))
+      cause = cause.args[0]
+    message = str(cause.args[0]) if cause.args else ""
+    missing = message.splitlines()[0].strip("'\"") if message else ""
+    overrides = [arg[2:].split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+    culprits = [name for name in overrides if missing in name.split(".")[1:]]
+    if not culprits:
+      raise  # no flag names that key: a bug in the config file, where the traceback helps
+    hint = " ".join(message.splitlines()[1:])  # ml_collections' "Did you mean ...?", if any
+    sys.exit(f"error: --{culprits[0]}: the config has no key {missing!r}. {hint}".rstrip())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -25,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -40,7 +40,11 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        # Named up front so a fresh process (a resumed run) can read item_metadata before
+        # any save or restore has told the manager which handler each item uses.
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
     )
 
   def latest_step(self) -> int | None:
@@ -59,6 +63,8 @@ class Checkpointer:
       path = os.path.join(self.directory, str(step))
       try:
         saved = self._manager.item_metadata(step)["state"]
+        if saved is None:  # Orbax returns None rather than raising when state/_METADATA is gone
+          raise ValueError(f"{path}/state has no readable metadata")
       except Exception as e:  # noqa: BLE001 - any unreadable metadata means a broken checkpoint
         self._set_aside(step, path, e)
         continue

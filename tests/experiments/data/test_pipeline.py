@@ -1,0 +1,71 @@
+"""Input pipelines: resumable iteration, per-process shares, padded evaluation batches."""
+import grain
+import numpy as np
+import pytest
+
+from experiments.data import pipeline
+
+
+def _batches(seed=0, process_index=0, process_count=1, size=16, batch_size=4):
+  return pipeline.training_batches(
+      grain.MapDataset.range(size), batch_size, seed, process_index, process_count, batch_fn=np.array
+  )
+
+
+def test_batch_iterator_resumes_the_identical_batch_sequence():
+  first = pipeline.BatchIterator(_batches())
+  for _ in range(5):  # past the first epoch of 4 batches, into the reshuffled second
+    next(first)
+  state = first.get_state()
+  expected = [next(first) for _ in range(6)]
+
+  resumed = pipeline.BatchIterator(_batches())
+  resumed.set_state(state)
+  assert state == {"position": 5}
+  for want, got in zip(expected, (next(resumed) for _ in range(6))):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_each_epoch_is_a_permutation_and_epochs_differ():
+  iterator = pipeline.BatchIterator(_batches())
+  epochs = [np.concatenate([next(iterator) for _ in range(4)]) for _ in range(2)]
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(16))
+  assert not np.array_equal(*epochs)
+
+
+def test_two_processes_read_disjoint_shares_of_the_same_global_batches():
+  shares = [pipeline.BatchIterator(_batches(process_index=i, process_count=2)) for i in range(2)]
+  whole = pipeline.BatchIterator(_batches())
+  for _ in range(4):  # one epoch
+    parts = [next(share) for share in shares]
+    assert all(len(part) == 2 for part in parts)
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(np.concatenate(parts)) == sorted(next(whole))
+
+
+def test_batch_size_must_divide_among_processes():
+  with pytest.raises(ValueError, match="not divisible by 3 processes"):
+    _batches(process_count=3)
+
+
+def test_padded_batches_pad_the_last_batch_with_weight_zero():
+  arrays = {"x": np.arange(10, dtype=np.float32) + 1, "y": np.ones((10, 2), np.int32)}
+  batches = pipeline.padded_batches(arrays, 4)
+  assert [b["x"].shape for b in batches] == [(4,)] * 3
+  np.testing.assert_array_equal(np.concatenate([b["weight"] for b in batches]), [1] * 10 + [0] * 2)
+  np.testing.assert_array_equal(batches[-1]["x"], [9, 10, 0, 0])
+  np.testing.assert_array_equal(batches[-1]["y"], [[1, 1], [1, 1], [0, 0], [0, 0]])
+  assert batches[-1]["y"].dtype == np.int32
+
+
+def test_token_windows_hold_inputs_and_next_token_targets():
+  windows = pipeline.token_windows(np.arange(10), 3, stride=3)
+  assert [windows[i].tolist() for i in range(len(windows))] == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+
+
+def test_char_tokenizer_round_trips_and_rejects_unknown_characters():
+  tokenizer = pipeline.CharTokenizer.from_text("to be or not")
+  assert tokenizer.decode(tokenizer.encode("not to be")) == "not to be"
+  with pytest.raises(ValueError, match="'z'"):
+    tokenizer.encode("zebra")
