@@ -82,7 +82,7 @@ class DecoderLMConfig:
 
 PRESETS = {
     # nanoGPT's character-level Shakespeare model, scaled to a 2-core CPU.
-    "shakespeare_char": dict(num_layers=4, width=192, num_heads=4, mlp_dim=768, max_len=128, dropout_rate=0.1),
+    "shakespeare_char": dict(num_layers=4, width=128, num_heads=4, mlp_dim=512, max_len=64),
     # GPT-2 small (Radford et al. 2019, table 2).
     "gpt2": dict(vocab_size=50257, num_layers=12, width=768, num_heads=12, mlp_dim=3072, max_len=1024),
 }
