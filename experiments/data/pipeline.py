@@ -100,3 +100,39 @@ def padded_batches(arrays: dict[str, np.ndarray], batch_size: int) -> list[dict[
       batch = {name: np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for name, a in batch.items()}
     batches.append(batch)
   return batches
+
+
+def pack_sequences(sequences: list[np.ndarray], length: int) -> grain.MapDataset:
+  """Packs variable-length sequences into rows of exactly `length` tokens (first fit, in order).
+
+  Each row holds `tokens`, `segment_ids` (1, 2, ... per sequence in the row; 0 is
+  padding) and `positions` (restarting at 0 for each sequence), so a model can keep
+  attention within a sequence and restart its positions, as T5 packing does.
+  Sequences longer than `length` are split into `length`-sized pieces. Packing is
+  done once, deterministically, so the packed rows form a plain MapDataset that
+  shuffles and checkpoints like any other.
+  """
+  pieces = [s[i : i + length] for s in sequences for i in range(0, len(s), length)]
+  rows: list[list[np.ndarray]] = []
+  free: list[int] = []
+  for piece in pieces:
+    row = next((r for r, space in enumerate(free) if space >= len(piece)), None)
+    if row is None:
+      rows.append([])
+      free.append(length)
+      row = len(rows) - 1
+    rows[row].append(piece)
+    free[row] -= len(piece)
+
+  def materialise(parts: list[np.ndarray]) -> dict[str, np.ndarray]:
+    tokens = np.zeros(length, np.int32)
+    segment_ids = np.zeros(length, np.int32)
+    positions = np.zeros(length, np.int32)
+    start = 0
+    for segment, part in enumerate(parts, start=1):
+      end = start + len(part)
+      tokens[start:end], segment_ids[start:end], positions[start:end] = part, segment, np.arange(len(part))
+      start = end
+    return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
+
+  return grain.MapDataset.source([materialise(parts) for parts in rows])

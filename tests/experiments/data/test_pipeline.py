@@ -69,3 +69,18 @@ def test_char_tokenizer_round_trips_and_rejects_unknown_characters():
   assert tokenizer.decode(tokenizer.encode("not to be")) == "not to be"
   with pytest.raises(ValueError, match="'z'"):
     tokenizer.encode("zebra")
+
+
+def test_pack_sequences_keeps_every_token_once_with_segments_and_positions():
+  sequences = [np.arange(1, 6), np.arange(10, 13), np.arange(20, 30), np.arange(40, 42)]
+  packed = pipeline.pack_sequences(sequences, length=8)
+  rows = [packed[i] for i in range(len(packed))]
+  assert all(r["tokens"].shape == (8,) for r in rows)
+  # The 10-token sequence is split into pieces of 8 and 2; first fit puts 5 + 3, then 8, then 2 + 2.
+  assert len(rows) == 3
+  kept = sorted(int(t) for r in rows for t in r["tokens"][r["segment_ids"] > 0])
+  assert kept == sorted(int(t) for s in sequences for t in s)
+  np.testing.assert_array_equal(rows[0]["segment_ids"], [1, 1, 1, 1, 1, 2, 2, 2])
+  np.testing.assert_array_equal(rows[0]["positions"], [0, 1, 2, 3, 4, 0, 1, 2])
+  np.testing.assert_array_equal(rows[2]["segment_ids"], [1, 1, 2, 2, 0, 0, 0, 0])
+  assert (rows[2]["tokens"][4:] == 0).all()
