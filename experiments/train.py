@@ -12,7 +12,6 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from experiments import sharding, tasks
 from experiments.checkpointing import Checkpointer
@@ -125,6 +124,6 @@ def evaluate(config, workdir: str) -> dict:
 
 def sample(config, workdir: str) -> str | None:
   task, _, state = restore_for_inference(config, workdir)
-  text = task.sample(state.params, jax.random.key(int(np.int64(config.seed) + 1)))
+  text = task.sample(state.params, jax.random.key(config.seed + 1))  # the key train_and_evaluate samples with
   print(text if text is not None else f"task {config.task!r} has nothing to sample", flush=True)
   return text
