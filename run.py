@@ -1,4 +1,6 @@
 """Entry point: python run.py --config=configs/X.py[:variant] --workdir=DIR [--mode=train|eval|sample]."""
+import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -10,15 +12,47 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, except that an unknown --config.KEY gives one line naming it.
+def _config_argument(argv: list[str]) -> str | None:
+  for index, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--config="):
+      return arg.removeprefix("--config=")
+    if arg == "--config" and index + 1 < len(argv):
+      return argv[index + 1]
+  return None
 
-  ml_collections reports an override of a key the config does not have as a bare
-  KeyError/AttributeError from inside the parser: a 40-line traceback.
+
+def _check_config_file(argv: list[str]) -> None:
+  """ml_collections reports a config file that is not there only when the config is first used, in 40 lines."""
+  value = _config_argument(argv)
+  path = value.split(":", 1)[0] if value else None
+  if path is not None and not os.path.isfile(path):
+    problem = "is a directory, not a config file" if os.path.isdir(path) else "does not exist"
+    sys.exit(f"error: --config={value}: {path} {problem}")
+
+
+def _flag_error_line(error: flags.Error) -> str:
+  """The one line that matters in an absl flag error.
+
+  An exception raised by the config file's get_config (an unknown :variant) arrives
+  wrapped in a whole traceback; its last line is the config's own message.
   """
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  if len(lines) > 1 and "Error whilst parsing config file" in lines[0]:
+    flag = lines[0].split(": Error whilst parsing")[0]
+    return f"{flag}: {lines[-1].split(': ', 1)[-1]}"
+  return lines[0] if lines else type(error).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, except that every mistake is one line naming it, never a traceback."""
+  _check_config_file(argv)
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.Error as error:  # a value of the wrong type, an unknown --mode, a missing flag, a bad :variant
+    sys.exit(f"error: {_flag_error_line(error)}")
   except (KeyError, AttributeError) as error:
+    # ml_collections reports an override of a key the config does not have as a bare
+    # KeyError/AttributeError from inside the parser.
     cause = error
     while cause.args and isinstance(cause.args[0], BaseException):  # AttributeError(KeyError(message))
       cause = cause.args[0]
@@ -38,12 +72,19 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
   from experiments import train  # after flag parsing: --help stays instant
   from experiments.errors import USER_ERRORS
+  from experiments.preemption import Interrupted
 
   mode = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}[_MODE.value]
   try:
     mode(_CONFIG.value, _WORKDIR.value)
   except USER_ERRORS as e:
     sys.exit(f"error: {e}")
+  except Interrupted as e:
+    print(f"interrupted: {e}", file=sys.stderr, flush=True)
+    sys.exit(e.exit_status)
+  except KeyboardInterrupt:
+    print("interrupted: stopped at once; the checkpoints already written are kept", file=sys.stderr, flush=True)
+    sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       dropout_rate=0.0,  # < 1 epoch in the 10-minute budget: nothing to regularise yet
       attention="xla",
       dtype="float32",
+      vocab_multiple=8,  # 82 characters -> 88 rows: the vocabulary splits over mesh.tensor = 1, 2, 4 or 8
   )
   config.optimizer = dict(
       learning_rate=3e-3,

@@ -2,46 +2,64 @@
 
 Orbax writes each checkpoint to a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous checkpoints intact. On
-restore we walk back from the newest step: a checkpoint that cannot be read is
-reported, moved aside (never deleted) and the one before it is used; one whose
-arrays do not match the current model is a different experiment and stops the
-run, because resuming it would silently train something else.
+restore we walk back from the newest step, and tell two failures apart:
+
+  * a checkpoint whose tree of arrays differs from the one this config builds (a
+    parameter more or less, another shape or dtype) was written by another
+    experiment: the run stops and names the first difference; nothing is moved;
+  * a checkpoint that cannot be read (missing metadata, truncated or corrupt
+    files) is reported once, moved aside under a name that never collides
+    (`<step>.unreadable`, `<step>.unreadable-2`, ...) and never deleted, and the
+    one before it is tried.
 """
-import logging
 import os
+import re
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments.errors import IncompatibleCheckpointError
 
-log = logging.getLogger(__name__)
 
-
-def _path_name(path) -> str:
-  """'params/block_0/attention/query/kernel' for dataclass, dict and sequence keys alike."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-  return "/".join(parts)
-
-
-def _shapes(tree) -> dict[str, tuple]:
+def _arrays(tree) -> dict[str, tuple[tuple, str]]:
+  """'params/block_0/attention/query/kernel' -> (shape, dtype) for every array of `tree`."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_name(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")}
+  return {
+      jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(x.shape), np.dtype(x.dtype).name)
+      for path, x in leaves
+      if hasattr(x, "shape")
+  }
+
+
+def _first_difference(saved: dict, expected: dict) -> str | None:
+  """The first array (parameters before optimizer state) in which the two trees differ, in words."""
+  for name in sorted(saved.keys() | expected.keys(), key=lambda n: (not n.startswith("params/"), n)):
+    if name not in expected:
+      return f"it has {name}, which this config does not"
+    if name not in saved:
+      return f"it has no {name}, which this config needs"
+    if saved[name] != expected[name]:
+      (saved_shape, saved_dtype), (shape, dtype) = saved[name], expected[name]
+      return f"{name} is {saved_dtype}{list(saved_shape)} there, {dtype}{list(shape)} in this config"
+  return None
+
+
+def _reason(error: Exception) -> str:
+  """The first line of an error, without object reprs (`<class ...>`, `<... at 0x...>`), at most 200 characters."""
+  text = re.sub(r"<[^<>]*>", "", str(error)).strip()
+  first = text.splitlines()[0] if text else ""
+  return " ".join(first.split())[:200] or type(error).__name__
 
 
 class Checkpointer:
   """Saves every N steps, keeps the last K, restores the newest readable one."""
 
-  def __init__(self, directory: str, max_to_keep: int):
+  def __init__(self, directory: str, max_to_keep: int, create: bool = True):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
         # Named up front so a fresh process (a resumed run) can read item_metadata before
         # any save or restore has told the manager which handler each item uses.
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
@@ -64,39 +82,31 @@ class Checkpointer:
       try:
         saved = self._manager.item_metadata(step)["state"]
         if saved is None:  # Orbax returns None rather than raising when state/_METADATA is gone
-          raise ValueError(f"{path}/state has no readable metadata")
+          raise ValueError("its metadata is missing")
       except Exception as e:  # noqa: BLE001 - any unreadable metadata means a broken checkpoint
-        self._set_aside(step, path, e)
+        self._set_aside(path, e)
         continue
-      self._check_compatible(path, saved, abstract_state)
+      difference = _first_difference(_arrays(getattr(saved, "tree", saved)), _arrays(abstract_state))
+      if difference:
+        raise IncompatibleCheckpointError(
+            f"checkpoint {path} was written by a different config: {difference}; "
+            "resume with that config (config.json in the workdir) or use a new --workdir"
+        )
       try:
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
         )
-      except Exception as e:  # noqa: BLE001 - unreadable arrays: fall back to the previous step
-        self._set_aside(step, path, e)
+      except Exception as e:  # noqa: BLE001 - the tree matched, so the files themselves are unreadable
+        self._set_aside(path, e)
         continue
       return restored["state"], restored["data"]
     return None
 
-  def _check_compatible(self, path, saved_metadata, abstract_state) -> None:
-    saved = _shapes(getattr(saved_metadata, "tree", saved_metadata))
-    expected = _shapes(abstract_state)
-    for name, shape in expected.items():
-      if name not in saved:
-        raise IncompatibleCheckpointError(
-            f"checkpoint {path} was written by a different config: it has no {name}; use a new --workdir"
-        )
-      if saved[name] != shape:
-        raise IncompatibleCheckpointError(
-            f"checkpoint {path} was written by a different config: {name} has shape {saved[name]} there, "
-            f"{shape} in this config; use a new --workdir"
-        )
-
-  def _set_aside(self, step: int, path: str, error: Exception) -> None:
-    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    aside = f"{path}.unreadable"
-    log.warning("skipping unreadable checkpoint %s (%s); moved to %s", path, reason, aside)
-    print(f"skipping unreadable checkpoint {path} ({reason}); moved to {aside}", flush=True)
+  def _set_aside(self, path: str, error: Exception) -> None:
+    aside, copy = f"{path}.unreadable", 1
+    while os.path.exists(aside):
+      copy += 1
+      aside = f"{path}.unreadable-{copy}"
     os.replace(path, aside)
+    print(f"skipping unreadable checkpoint {path} ({_reason(error)}); moved to {aside}", flush=True)
     self._manager.reload()

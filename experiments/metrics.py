@@ -1,11 +1,19 @@
 """Where metrics go: TensorBoard event files and a JSON-lines file in the workdir, and a progress bar."""
+import glob
 import json
 import os
+import struct
+from collections.abc import Callable
 
 import jax
 import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.record_writer import RecordWriter
+
+JSONL_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class MetricsWriter:
@@ -14,8 +22,8 @@ class MetricsWriter:
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     if self._active:
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+      self._jsonl = open(os.path.join(workdir, JSONL_FILE), "a", encoding="utf-8")
 
   def write(self, step: int, prefix: str, scalars: dict) -> None:
     if not self._active:
@@ -64,3 +72,75 @@ class ProgressBar:
 def mean_metrics(history: list[dict]) -> dict:
   """Averages a window of per-step metric dicts fetched from the devices."""
   return {k: float(np.mean([m[k] for m in history])) for k in history[0]}
+
+
+# keep(step, split) -> whether a row written earlier stays; split is "train", "eval" or "sample".
+KeepRow = Callable[[int, str], bool]
+
+
+def discard_rows(workdir: str, keep: KeepRow) -> None:
+  """Removes the rows `keep` rejects from metrics.jsonl and the TensorBoard event files.
+
+  A resumed run writes again the steps after its checkpoint; without this, both logs
+  would hold those steps twice, the second time out of order. Process 0 only, as for
+  writing. Files are replaced atomically; a row cut off by a kill is dropped too.
+  """
+  if jax.process_index() != 0:
+    return
+  jsonl = os.path.join(workdir, JSONL_FILE)
+  if os.path.exists(jsonl):
+    with open(jsonl, encoding="utf-8") as f:
+      lines = f.readlines()
+    kept = [line for line in lines if _keep_json_line(line, keep)]
+    if len(kept) != len(lines):
+      _replace(jsonl, b"".join(line.encode() for line in kept))
+  for path in sorted(glob.glob(os.path.join(workdir, TENSORBOARD_DIR, "events.out.tfevents.*"))):
+    _discard_events(path, keep)
+
+
+def _keep_json_line(line: str, keep: KeepRow) -> bool:
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return False  # a line cut short when the run was killed
+  return keep(row["step"], row["split"])
+
+
+def _read_records(path: str) -> tuple[list[bytes], bool]:
+  """The payloads of a TFRecord file (each: length, crc, payload, crc), and whether none was cut short."""
+  records = []
+  with open(path, "rb") as f:
+    while header := f.read(12):
+      length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else -1
+      payload = f.read(max(length, 0))
+      if length < 0 or len(payload) != length or len(f.read(4)) != 4:
+        return records, False
+      records.append(payload)
+  return records, True
+
+
+def _discard_events(path: str, keep: KeepRow) -> None:
+  records, complete = _read_records(path)
+  events, changed = [], not complete
+  for event in map(Event.FromString, records):
+    if event.HasField("summary"):
+      values = [v for v in event.summary.value if keep(event.step, v.tag.split("/")[0])]
+      if len(values) < len(event.summary.value):
+        changed = True
+        del event.summary.value[:]
+        event.summary.value.extend(values)
+        if not values:
+          continue
+    events.append(event)
+  if changed:
+    writer = RecordWriter(path + ".tmp")
+    for event in events:
+      writer.write(event.SerializeToString())
+    writer.close()
+    os.replace(path + ".tmp", path)
+
+
+def _replace(path: str, content: bytes) -> None:
+  with open(path + ".tmp", "wb") as f:
+    f.write(content)
+  os.replace(path + ".tmp", path)

@@ -4,8 +4,23 @@ import jax.numpy as jnp
 import optax
 
 from decoders.errors import ConfigError
+from experiments.config_rules import integer, number, one_of
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
+
+CONFIG_SCHEMA = {
+    "optimizer": {
+        "learning_rate": number(0, low_open=True),  # the peak, reached after warmup
+        "schedule": one_of(SCHEDULES),
+        "warmup_steps": integer(0),
+        "final_lr_fraction": number(0, 1),  # cosine ends at peak x this
+        "b1": number(0, 1, high_open=True),
+        "b2": number(0, 1, high_open=True),
+        "eps": number(0, low_open=True),  # 0 would divide 0 by 0 for a parameter without gradient
+        "weight_decay": number(0),
+        "clip_norm": number(0, low_open=True),
+    }
+}
 
 
 def learning_rate_schedule(config, num_steps: int) -> optax.Schedule:

@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from decoders.errors import ConfigError
+from experiments import config_rules
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -31,21 +32,72 @@ DEFAULT_RULES = (
 )
 
 
+CONFIG_SCHEMA = {
+    "mesh": {
+        axis: config_rules.Rule(int, "a positive integer, or -1 for all remaining devices", lambda v: v >= 1 or v == -1)
+        for axis in MESH_AXES
+    }
+}
+
+
+def mesh_shape(mesh_config, num_devices: int) -> dict[str, int]:
+  """The size of each of MESH_AXES: `mesh_config` with its one -1 (if any) resolved over `num_devices`."""
+  sizes = {axis: int(mesh_config[axis]) for axis in MESH_AXES}
+  free = [axis for axis, size in sizes.items() if size == -1]
+  if len(free) > 1:
+    raise ConfigError(f"at most one of mesh.{MESH_AXES} may be -1, got {sizes}")
+  known = math.prod(size for size in sizes.values() if size != -1)
+  if free:
+    if num_devices % known:
+      raise ConfigError(f"{num_devices} devices cannot be split into mesh {sizes}")
+    sizes[free[0]] = num_devices // known
+  if math.prod(sizes.values()) != num_devices:
+    raise ConfigError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, {num_devices} are visible")
+  return sizes
+
+
 def make_mesh(mesh_config, devices=None) -> Mesh:
   """A mesh with MESH_AXES; one size may be -1 to take all remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
-  sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
-  if sizes.count(-1) > 1:
-    raise ConfigError(f"at most one of mesh.{MESH_AXES} may be -1, got {dict(zip(MESH_AXES, sizes))}")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if len(devices) % known:
-      raise ConfigError(f"{len(devices)} devices cannot be split into mesh {dict(zip(MESH_AXES, sizes))}")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
-    raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, {len(devices)} are visible")
-  grid = np.asarray(devices).reshape(sizes)
+  sizes = mesh_shape(mesh_config, len(devices))
+  grid = np.asarray(devices).reshape([sizes[axis] for axis in MESH_AXES])
   return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def mesh_axes_of(logical_axis: str, rules=DEFAULT_RULES) -> tuple[str, ...]:
+  """The mesh axes a logical axis name is split over (none: replicated)."""
+  for name, target in rules:
+    if name == logical_axis:
+      return () if target is None else (target,) if isinstance(target, str) else tuple(target)
+  return ()
+
+
+def check_divisible(key: str, size: int, logical_axis: str, shape: dict[str, int]) -> None:
+  """One line naming `key` if `size` cannot be split evenly over the mesh axes of `logical_axis`."""
+  axes = mesh_axes_of(logical_axis)
+  shards = math.prod(shape[axis] for axis in axes)
+  if size % shards:
+    over = " x ".join(f"mesh.{axis}={shape[axis]}" for axis in axes)
+    raise ConfigError(f"{key}={size} is not divisible by {over}, which shards the {logical_axis!r} axis")
+
+
+def check_shardings(abstract_tree, shardings) -> None:
+  """One line naming the first array of `abstract_tree` whose shape its NamedSharding cannot split evenly.
+
+  The config-level checks name the keys for the sizes they know; this catches every
+  other parameter (of any family) before jit would fail with a long traceback.
+  """
+  flat_shardings = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  for (path, leaf), named in zip(jax.tree_util.tree_flatten_with_path(abstract_tree)[0], flat_shardings):
+    for dim, (size, entry) in enumerate(zip(leaf.shape, named.spec)):
+      axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+      shards = math.prod(named.mesh.shape[axis] for axis in axes)
+      if size % shards:
+        over = " x ".join(f"mesh.{axis}={named.mesh.shape[axis]}" for axis in axes)
+        raise ConfigError(
+            f"{jax.tree_util.keystr(path, simple=True, separator='/')} has {size} entries in dimension {dim}, "
+            f"which cannot be split over {over}; change the model's sizes or the mesh"
+        )
 
 
 def logical_shardings(logical_specs, mesh: Mesh, rules=DEFAULT_RULES):
@@ -65,9 +117,3 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def global_batch(local_batch, sharding: NamedSharding):
   """Assembles each process's numpy rows into one global array per leaf."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
-
-
-def check_batch_divides(batch_size: int, mesh: Mesh, name: str) -> None:
-  shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
-  if batch_size % shards:
-    raise ConfigError(f"{name}={batch_size} is not divisible by the {shards} batch shards of mesh {dict(mesh.shape)}")

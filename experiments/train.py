@@ -1,58 +1,118 @@
-"""The training loop: restore or initialise, train N steps, evaluate, checkpoint, log, sample.
+"""The training loop: check the config, restore or initialise, train, evaluate, checkpoint, log, sample.
 
-    state = restore the newest checkpoint, else initialise
+    check every config key (nothing read or written yet); lock the workdir
+    state = restore the newest checkpoint, else initialise; save config.json
     repeat until config.train.num_steps:
       state, metrics = train_step(state, next batch)
       every log_every:        fetch metrics; stop on NaN/Inf; TensorBoard + progress bar
-      every eval_every:       evaluate on (part of) the held-out set
       every checkpoint_every: save state + data position (asynchronously)
+      every eval_every:       evaluate on (part of) the held-out set
+      on SIGTERM or SIGINT:   save at this step and stop (preemption.py)
     evaluate on the whole held-out set; print a sample
 """
+import contextlib
 import os
 import time
 
 import jax
 
-from experiments import sharding, tasks
+from decoders.layers import partitioning
+from experiments import config_rules, metrics, optimizers, preemption, sharding, tasks
+from experiments import workdir as workdir_lib
 from experiments.checkpointing import Checkpointer
+from experiments.config_rules import TEXT, integer
 from experiments.data.pipeline import BatchIterator
 from experiments.errors import DivergedError, UserError
 from experiments.metrics import MetricsWriter, ProgressBar, mean_metrics
 from experiments.trainer import Trainer
 
+# The keys this loop reads; the optimizer, the mesh and the task declare theirs.
+CONFIG_SCHEMA = {
+    "task": TEXT,
+    "seed": integer(0, below=2**31 - 1),  # jax.random.key keeps 32 bits; seed + 1 seeds the sample
+    "data": {"name": TEXT, "data_dir": TEXT, "batch_size": integer(1), "eval_batch_size": integer(1)},
+    "train": {
+        "num_steps": integer(1),
+        "log_every": integer(1),
+        "eval_every": integer(1),
+        "eval_batches": integer(0),  # batches per periodic evaluation; 0: all of them
+        "checkpoint_every": integer(1),
+        "keep_checkpoints": integer(1),
+    },
+}
 
-def setup(config, workdir: str):
-  """The task, trainer and checkpointer for `config`; fails on bad config before compiling."""
-  task = tasks.build(config)
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch_divides(config.data.batch_size, mesh, "data.batch_size")
-  sharding.check_batch_divides(config.data.eval_batch_size, mesh, "data.eval_batch_size")
-  trainer = Trainer(task, config, mesh)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+
+def check_config(config) -> type[tasks.Task]:
+  """Checks every key of `config`, alone and against the others and the devices; returns the task class.
+
+  Reads no data and creates nothing, so a mistake costs a second, not a run.
+  """
+  task_class = tasks.lookup(config)
+  schema = config_rules.merge(CONFIG_SCHEMA, optimizers.CONFIG_SCHEMA, sharding.CONFIG_SCHEMA, task_class.config_schema)
+  config_rules.check(config, schema)
+  mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count())
+  for key in ("batch_size", "eval_batch_size"):
+    sharding.check_divisible(f"data.{key}", config.data[key], partitioning.BATCH, mesh_shape)
+  task_class.check_config(config, mesh_shape)
+  return task_class
+
+
+def setup(config, workdir: str, task_class: type[tasks.Task] | None = None, create: bool = True):
+  """The task, trainer and checkpointer for `config`; everything fails before compiling.
+
+  `task_class`: what `check_config(config)` returned, if the caller has checked it already.
+  """
+  task_class = task_class or check_config(config)
+  data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+  workdir_lib.make_directory(data_dir, "data.data_dir")
+  task = task_class(config)
+  trainer = Trainer(task, config, sharding.make_mesh(config.mesh))
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints, create=create)
   return task, trainer, checkpointer
-
-
-def restore_or_init(config, trainer: Trainer, checkpointer: Checkpointer):
-  restored = checkpointer.restore_latest(trainer.abstract_state)
-  if restored is not None:
-    return restored
-  return trainer.init(jax.random.key(config.seed)), {"position": 0}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final eval metrics."""
-  os.makedirs(workdir, exist_ok=True)
-  task, trainer, checkpointer = setup(config, workdir)
-  state, data_state = restore_or_init(config, trainer, checkpointer)
-  step, num_steps = int(state.step), config.train.num_steps
-  if step:
-    print(f"resuming from the checkpoint at step {step} in {checkpointer.directory}", flush=True)
-  batches = BatchIterator(task.train_batches(config.seed, jax.process_index(), jax.process_count()))
-  batches.set_state(data_state)
+  task_class = check_config(config)
+  workdir_lib.make_directory(workdir, "--workdir")
+  leader = jax.process_index() == 0
+  with workdir_lib.lock(workdir) if leader else contextlib.nullcontext():
+    task, trainer, checkpointer = setup(config, workdir, task_class)
+    report_config_changes(config, workdir)
+    restored = checkpointer.restore_latest(trainer.abstract_state)
+    if leader:
+      workdir_lib.save_config(workdir, config)  # only now: an incompatible config must not replace it
+    if restored is None:
+      state, data_state = trainer.init(jax.random.key(config.seed)), {"position": 0}
+    else:
+      state, data_state = restored
+      resumed_from = int(state.step)
+      print(f"resuming from the checkpoint at step {resumed_from} in {checkpointer.directory}", flush=True)
+      metrics.discard_rows(workdir, _rows_to_keep(resumed_from, finished=resumed_from >= config.train.num_steps))
+    batches = BatchIterator(task.train_batches(config.seed, jax.process_index(), jax.process_count()))
+    batches.set_state(data_state)
+    writer = MetricsWriter(workdir)
+    try:
+      state = _train(config, task, trainer, checkpointer, state, batches, writer)
+      final = trainer.evaluate(state.params, task.eval_batches())
+      step = int(state.step)
+      writer.write(step, "eval", final)
+      print(f"final eval at step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()), flush=True)
+      text = task.sample(state.params, jax.random.key(config.seed + 1))
+      if text is not None:
+        writer.write_text(step, "sample", text)
+        print(f"sample:\n{text}", flush=True)
+    finally:
+      writer.close()
+  return final
+
+
+def _train(config, task, trainer, checkpointer, state, batches, writer):
+  """Steps `state` to config.train.num_steps; stops early (checkpointed) on divergence or a stop signal."""
+  step, num_steps, train = int(state.step), config.train.num_steps, config.train
   eval_batches = task.eval_batches()
-  writer = MetricsWriter(workdir)
   bar = ProgressBar(step, num_steps, task.unit)
-  pending, window_start, window_steps = [], time.perf_counter(), 0
+  pending, window_start, window_steps, saved = [], time.perf_counter(), 0, step
 
   def check_and_log():
     nonlocal pending, window_start, window_steps
@@ -63,7 +123,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if bad:
       kept = checkpointer.latest_step()
       raise DivergedError(
-          f"loss became NaN/Inf at step {bad[0]}; training stopped, "
+          f"the loss, gradients or updated parameters became NaN/Inf at step {bad[0]}; training stopped, "
           f"the last good checkpoint ({'step ' + str(kept) if kept is not None else 'none yet'}) is kept"
       )
     elapsed = time.perf_counter() - window_start
@@ -73,42 +133,71 @@ def train_and_evaluate(config, workdir: str) -> dict:
     bar.show(step, logged, rate)
     pending, window_start, window_steps = [], time.perf_counter(), 0
 
+  def save():
+    nonlocal saved
+    check_and_log()  # never save a step whose values have not been checked
+    checkpointer.save(step, state, batches.get_state())
+    saved = step
+
   try:
-    while step < num_steps:
-      batch = sharding.global_batch(next(batches), trainer.batch_sharding)
-      state, metrics = trainer.train_step(state, batch)
-      step += 1
-      window_steps += 1
-      pending.append(metrics)
-      bar.advance()
-      last = step == num_steps
-      if step % config.train.log_every == 0 or last:
-        check_and_log()
-      if step % config.train.checkpoint_every == 0 or last:
-        check_and_log()  # never save a step whose loss has not been checked
-        checkpointer.save(step, state, batches.get_state())
-      if step % config.train.eval_every == 0 and not last:
-        metrics = trainer.evaluate(state.params, eval_batches, config.train.eval_batches)
-        writer.write(step, "eval", metrics)
-        bar.print(f"step {step}: eval loss {metrics['loss']:.4f}")
-        window_start = time.perf_counter()  # evaluation time is not training throughput
+    with preemption.StopRequests() as stop:
+      while step < num_steps:
+        batch = sharding.global_batch(next(batches), trainer.batch_sharding)
+        state, step_metrics = trainer.train_step(state, batch)
+        step += 1
+        window_steps += 1
+        pending.append(step_metrics)
+        bar.advance()
+        last = step == num_steps
+        if step % train.log_every == 0 or last:
+          check_and_log()
+        if step % train.checkpoint_every == 0 or last:
+          save()
+        if step % train.eval_every == 0 and not last:
+          evaluated = trainer.evaluate(state.params, eval_batches, train.eval_batches)
+          writer.write(step, "eval", evaluated)
+          bar.print(f"step {step}: eval loss {evaluated['loss']:.4f}")
+          window_start = time.perf_counter()  # evaluation time is not training throughput
+        if stop.stop_after(step):
+          if saved != step:
+            save()
+          checkpointer.wait()
+          raise preemption.Interrupted(stop.signal_number, step)
   finally:
     bar.close()
     checkpointer.wait()
-  final = trainer.evaluate(state.params, eval_batches)
-  writer.write(step, "eval", final)
-  print(f"final eval at step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()), flush=True)
-  text = task.sample(state.params, jax.random.key(config.seed + 1))
-  if text is not None:
-    writer.write_text(step, "sample", text)
-    print(f"sample:\n{text}", flush=True)
-  writer.close()
-  return final
+  return state
+
+
+def _rows_to_keep(checkpoint_step: int, finished: bool) -> metrics.KeepRow:
+  """Which logged rows stay when resuming from `checkpoint_step`: not those the run is about to write again.
+
+  That is every row after the checkpoint and, if the run had already finished, the
+  final evaluation and sample at its last step (the train rows there came before the save).
+  """
+
+  def keep(step: int, split: str) -> bool:
+    if step == checkpoint_step and finished:
+      return split == "train"
+    return step <= checkpoint_step
+
+  return keep
+
+
+def report_config_changes(config, workdir: str) -> None:
+  """Prints, one line each, the keys whose values differ from the config.json of the workdir's last run."""
+  for change in workdir_lib.config_changes(workdir, config):
+    print(f"config changed since the last run in this workdir: {change}", flush=True)
 
 
 def restore_for_inference(config, workdir: str):
   """(task, trainer, state) from the newest checkpoint in `workdir`, for --mode=eval|sample."""
-  task, trainer, checkpointer = setup(config, workdir)
+  task_class = check_config(config)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise UserError(f"no checkpoint in {os.path.abspath(directory)}: train first (--mode=train)")
+  task, trainer, checkpointer = setup(config, workdir, task_class, create=False)
+  report_config_changes(config, workdir)
   restored = checkpointer.restore_latest(trainer.abstract_state)
   if restored is None:
     raise UserError(f"no checkpoint in {checkpointer.directory}: train first (--mode=train)")

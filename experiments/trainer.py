@@ -25,6 +25,12 @@ class TrainState:
   rng: jax.Array  # raw uint32 key data, so checkpoints hold a plain array; step keys are fold_in(rng, step)
 
 
+def all_finite(tree) -> jax.Array:
+  """True iff no floating-point leaf of `tree` holds a NaN or an Inf."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def _select(params, key):
   return params if key is None else params[key]
 
@@ -49,6 +55,7 @@ class Trainer:
     self.abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), self.state_shardings
     )
+    sharding.check_shardings(self.abstract_state, self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
     self.init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)), out_shardings=self.state_shardings)
@@ -73,8 +80,7 @@ class Trainer:
 
   def _train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    params, opt_states, metrics = state.params, [], {}
-    finite = jnp.bool_(True)
+    params, opt_states, metrics, scalars = state.params, [], {}, []
     # Objectives are applied in order, each seeing the parameters the previous one updated
     # (for a GAN: the discriminator step sees the freshly updated generator).
     for index, (objective, optimizer, opt_state) in enumerate(zip(self.objectives, self.optimizers, state.opt_states)):
@@ -89,15 +95,18 @@ class Trainer:
       params = _replace(params, objective.params_key, optax.apply_updates(part, updates))
       opt_states.append(opt_state)
       grad_norm = optax.global_norm(grads)
-      finite &= jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+      scalars += [loss, grad_norm]
       prefix = "" if len(self.objectives) == 1 else f"{objective.name}/"
       metrics.update({prefix + k: v for k, v in aux.items()})
       metrics[prefix + "grad_norm"] = grad_norm
     metrics["learning_rate"] = self.schedule(state.step)
-    metrics["nonfinite"] = (~finite).astype(jnp.int32)
     new_state = state.replace(step=state.step + 1, params=params, opt_states=tuple(opt_states))
-    # A NaN/Inf step leaves the state untouched, so what is in memory (and what a
-    # checkpoint could save) is always the last good state; the loop then stops.
+    # The updated parameters and optimizer state are checked, not only the loss: an
+    # infinite learning rate turns finite gradients into NaN parameters. A step that
+    # makes anything non-finite leaves the state untouched, so what is in memory (and
+    # what a checkpoint could save) is always finite; the loop then stops.
+    finite = all_finite((scalars, new_state.params, new_state.opt_states))
+    metrics["nonfinite"] = (~finite).astype(jnp.int32)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     return new_state, metrics
 

@@ -65,7 +65,7 @@ def test_nan_loss_stops_training_and_keeps_only_finite_checkpoints(run_py, lm_co
       "--config.train.checkpoint_every=1",
       "--config.train.log_every=1",
   )
-  line = assert_one_line_error(result, "loss became NaN/Inf at step ")
+  line = assert_one_line_error(result, "became NaN/Inf at step ")
   bad_step = int(line.split("at step ")[1].split(";")[0])
   saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints")))
   assert saved and saved[-1] == bad_step - 1  # up to the step before, nothing from the bad step on
@@ -75,5 +75,5 @@ def test_nan_loss_stops_training_and_keeps_only_finite_checkpoints(run_py, lm_co
   manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
   for step in saved:
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(trainer.abstract_state)))
-    leaves = jax.tree.leaves(jax.device_get(state["state"].params))
-    assert all(np.isfinite(leaf).all() for leaf in leaves), f"non-finite parameters in checkpoint {step}"
+    leaves = jax.tree.leaves(jax.device_get((state["state"].params, state["state"].opt_states)))
+    assert all(np.isfinite(leaf).all() for leaf in leaves), f"a non-finite value in checkpoint {step}"

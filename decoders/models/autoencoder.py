@@ -23,6 +23,8 @@ class AutoencoderConfig:
   latent_dim: int = 16
 
   def __post_init__(self):
+    if not self.channels or any(not isinstance(c, int) or c <= 0 for c in self.channels):
+      raise ConfigError(f"model.channels={self.channels!r} must be a non-empty tuple of positive integers")
     factor = 2 ** len(self.channels)
     if self.image_size % factor:
       raise ConfigError(

@@ -37,9 +37,13 @@ class DecoderLMConfig:
   tie_embeddings: bool = True
   use_bias: bool = True
   dtype: str = "float32"  # compute dtype; parameters are always float32
+  # The embedding table and the logits get `padded_vocab_size` rows, a multiple of this,
+  # so the vocabulary splits evenly over a tensor-parallel mesh axis (and aligns with
+  # hardware tiles); the padded logits are masked, so no padded id is ever predicted.
+  vocab_multiple: int = 1
 
   def __post_init__(self):
-    for field in ("vocab_size", "num_layers", "width", "num_heads", "mlp_dim", "max_len"):
+    for field in ("vocab_size", "num_layers", "width", "num_heads", "mlp_dim", "max_len", "vocab_multiple"):
       if getattr(self, field) <= 0:
         raise ConfigError(f"model.{field}={getattr(self, field)} must be positive")
     if self.width % self.num_heads:
@@ -61,6 +65,10 @@ class DecoderLMConfig:
   def head_dim(self) -> int:
     return self.width // self.num_heads
 
+  @property
+  def padded_vocab_size(self) -> int:
+    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
   def num_params(self, include_embeddings: bool = False) -> int:
     """Parameter count; without embeddings it is the N of Kaplan et al. 2020's 6N FLOPs/token."""
     per_layer = 4 * self.width * self.width + 2 * self.width * self.mlp_dim
@@ -69,14 +77,14 @@ class DecoderLMConfig:
     per_layer += 4 * self.width  # two norms, scale and bias
     total = self.num_layers * per_layer + 2 * self.width
     if include_embeddings:
-      total += self.vocab_size * self.width + self.max_len * self.width
+      total += self.padded_vocab_size * self.width + self.max_len * self.width
       if not self.tie_embeddings:
-        total += self.vocab_size * self.width
+        total += self.padded_vocab_size * self.width
     return total
 
   def flops_per_token(self, context: int) -> float:
     """Training FLOPs per token: 6N for the weights plus 6 L T d for attention (Kaplan et al. 2020, table 1)."""
-    weights = self.num_params() + self.vocab_size * self.width  # the output projection is a matmul too
+    weights = self.num_params() + self.padded_vocab_size * self.width  # the output projection is a matmul too
     return 6.0 * weights + 6.0 * self.num_layers * context * self.width
 
 
@@ -133,15 +141,16 @@ class DecoderLM(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = DTYPES[cfg.dtype]
-    self.embed = TokenEmbedding(cfg.vocab_size, cfg.width, dtype=dtype)
+    self.embed = TokenEmbedding(cfg.padded_vocab_size, cfg.width, dtype=dtype)
     self.positions = LearnedPositions(cfg.max_len, cfg.width, dtype=dtype)
     self.embed_dropout = nn.Dropout(cfg.dropout_rate)
     self.blocks = [DecoderBlock(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
     self.final_norm = norms.make_norm(cfg.norm, "final_norm", dtype)
     if not cfg.tie_embeddings:
-      self.unembed = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dtype, name="unembed")
+      self.unembed = nn.Dense(cfg.padded_vocab_size, use_bias=False, dtype=dtype, name="unembed")
 
   def __call__(self, tokens: jax.Array, *, train: bool = False) -> jax.Array:
+    """Logits [batch, length, padded_vocab_size]; those of padding ids are the float32 minimum."""
     length = tokens.shape[-1]
     if length > self.config.max_len:
       raise ConfigError(f"input length {length} exceeds model.max_len={self.config.max_len}")
@@ -151,8 +160,13 @@ class DecoderLM(nn.Module):
     for block in self.blocks:
       x = block(x, mask, deterministic=not train)
     x = self.final_norm(x)
-    logits = self.embed.attend(x) if self.config.tie_embeddings else self.unembed(x)
-    return logits.astype(jnp.float32)
+    logits = (self.embed.attend(x) if self.config.tie_embeddings else self.unembed(x)).astype(jnp.float32)
+    if self.config.padded_vocab_size > self.config.vocab_size:
+      # The float32 minimum rather than -inf: softmax gives it exactly 0 probability,
+      # and a one-hot cross-entropy multiplies it by 0 without making a NaN.
+      real = jnp.arange(self.config.padded_vocab_size) < self.config.vocab_size
+      logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
+    return logits
 
   def next_token_logits(self, window: jax.Array, length: jax.Array) -> jax.Array:
     """Logits [batch, vocab] for the token after the first `length` tokens of `window`.

@@ -10,10 +10,16 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
+def lookup(config) -> type[Task]:
+  """The Task class `config.task` names."""
+  name = config.get("task")
+  if name not in TASKS:
+    raise ConfigError(f"task={name!r} is not one of {sorted(TASKS)}")
+  return TASKS[name]
+
+
 def build(config) -> Task:
-  if config.task not in TASKS:
-    raise ConfigError(f"task={config.task!r} is not one of {sorted(TASKS)}")
-  return TASKS[config.task](config)
+  return lookup(config)(config)
 
 
-__all__ = ["TASKS", "Objective", "Task", "build"]
+__all__ = ["TASKS", "Objective", "Task", "build", "lookup"]

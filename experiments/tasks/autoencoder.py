@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decoders.errors import ConfigError
 from decoders.models import autoencoder
+from experiments.config_rules import fields_of, one_of
 from experiments.data import digits, pipeline
 from experiments.tasks.base import Task
 
@@ -14,12 +14,15 @@ DATASETS = {"sklearn_digits": (digits.load_split, "train", "test")}
 
 class AutoencoderTask(Task):
   unit = "examples"
+  config_schema = {
+      "data": {"name": one_of(DATASETS)},
+      # The image size and channels come from the data; AutoencoderConfig checks the rest when built.
+      "model": fields_of(autoencoder.AutoencoderConfig, exclude=["image_size", "image_channels"]),
+  }
 
   def __init__(self, config):
     super().__init__(config)
     data = config.data
-    if data.name not in DATASETS:
-      raise ConfigError(f"data.name={data.name!r} is not one of {sorted(DATASETS)}")
     load, train_split, eval_split = DATASETS[data.name]
     self.train_images = load(data.data_dir, train_split)
     self.eval_images = load(data.data_dir, eval_split)

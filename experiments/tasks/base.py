@@ -9,12 +9,14 @@ its own optimizer and applies them one after another inside the same step.
 import abc
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import grain
 import jax
 import ml_collections
 import numpy as np
+
+from experiments import config_rules
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -37,6 +39,17 @@ class Task(abc.ABC):
 
   # What the throughput is counted in: "tokens" for sequences, "examples" for images.
   unit: str = "examples"
+  # The config keys this task reads (its data, model and sample sections), checked with
+  # the trainer's own before anything runs; see experiments/config_rules.py.
+  config_schema: ClassVar[config_rules.Schema] = {}
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int]) -> None:
+    """Checks across keys that need no data (sizes against each other and the mesh); raises ConfigError.
+
+    Runs after `config_schema` has accepted every key, before any data is read.
+    Checks that need the data (a vocabulary, an image size) belong in `__init__`.
+    """
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config

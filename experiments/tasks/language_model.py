@@ -1,5 +1,4 @@
 """Decoder-only language modelling on character-level text (the default `make run` job)."""
-import dataclasses
 import functools
 
 import jax
@@ -9,7 +8,10 @@ import numpy as np
 from decoders import losses
 from decoders.decoding import sampling, strategies
 from decoders.errors import ConfigError
+from decoders.layers import partitioning
 from decoders.models import decoder_lm
+from experiments import sharding
+from experiments.config_rules import TEXT, fields_of, integer, number, one_of
 from experiments.data import pipeline, shakespeare
 from experiments.tasks.base import Task
 
@@ -20,19 +22,50 @@ class LanguageModelTask(Task):
   """Next-token prediction with a `DecoderLM`; loss in nats per token (= per character here)."""
 
   unit = "tokens"
+  config_schema = {
+      "data": {"name": one_of(DATASETS), "source_dir": TEXT, "context_length": integer(1)},
+      # A preset's fields, any of which the config may override (vocab_size comes from the data).
+      "model": {"preset": one_of(decoder_lm.PRESETS), **fields_of(decoder_lm.DecoderLMConfig, exclude=["vocab_size"])},
+      "sample": {"prompt": TEXT, "num_tokens": integer(1), "temperature": number(0)},  # temperature 0: greedy
+  }
+
+  @classmethod
+  def check_config(cls, config, mesh_shape):
+    # The vocabulary comes with the data; none of DecoderLMConfig's own checks depends on its size.
+    model = model_config(config, vocab_size=1)
+    context = config.data.context_length
+    if context > model.max_len:
+      raise ConfigError(f"data.context_length={context} exceeds model.max_len={model.max_len}")
+    for key, size, axis in (
+        ("model.num_heads", model.num_heads, partitioning.HEADS),
+        ("model.mlp_dim", model.mlp_dim, partitioning.MLP),
+        ("model.vocab_multiple", model.vocab_multiple, partitioning.VOCAB),  # the padded vocabulary is its multiple
+        ("model.width", model.width, partitioning.EMBED),
+    ):
+      sharding.check_divisible(key, size, axis, mesh_shape)
+    prompt = config.sample.prompt
+    if not 0 < len(prompt) <= context:
+      raise ConfigError(
+          f"sample.prompt={prompt!r} has {len(prompt)} characters; it needs 1 to data.context_length={context}"
+      )
 
   def __init__(self, config):
     super().__init__(config)
     data = config.data
-    if data.name not in DATASETS:
-      raise ConfigError(f"data.name={data.name!r} is not one of {sorted(DATASETS)}")
     load = DATASETS[data.name]
     self.train_text = load(data.data_dir, "train", data.source_dir)
     self.validation_text = load(data.data_dir, "validation", data.source_dir)
     self.tokenizer = pipeline.CharTokenizer.from_text(self.train_text + self.validation_text)
+    shortest = min(len(self.train_text), len(self.validation_text))
+    if data.context_length >= shortest:
+      raise ConfigError(f"data.context_length={data.context_length} leaves no window in a split of {shortest} characters")
+    unknown = sorted(set(config.sample.prompt) - set(self.tokenizer.vocabulary))
+    if unknown:
+      raise ConfigError(
+          f"sample.prompt={config.sample.prompt!r} has characters {''.join(unknown)!r} that are not in "
+          f"the {self.tokenizer.vocab_size}-character vocabulary of data.name={data.name!r}"
+      )
     self.model_config = model_config(config, self.tokenizer.vocab_size)
-    if data.context_length > self.model_config.max_len:
-      raise ConfigError(f"data.context_length={data.context_length} exceeds model.max_len={self.model_config.max_len}")
     self.model = decoder_lm.DecoderLM(self.model_config)
 
   def init_params(self, rng):
@@ -89,12 +122,7 @@ class LanguageModelTask(Task):
 def model_config(config, vocab_size: int) -> decoder_lm.DecoderLMConfig:
   """The model dataclass from `config.model` (a preset plus overrides) and the data's vocabulary."""
   fields = dict(config.model)
-  preset = fields.pop("preset")
-  known = {f.name for f in dataclasses.fields(decoder_lm.DecoderLMConfig)}
-  for key in fields:
-    if key not in known:
-      raise ConfigError(f"model.{key} is not a field of DecoderLMConfig")
-  return decoder_lm.preset(preset, **fields, vocab_size=vocab_size)
+  return decoder_lm.preset(fields.pop("preset"), **fields, vocab_size=vocab_size)
 
 
 def _inputs_and_targets(windows):
