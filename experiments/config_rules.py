@@ -97,6 +97,14 @@ def merge(*schemas: Schema) -> dict:
   return merged
 
 
+def show(value: Any) -> str:
+  """A value as the message quotes it: on one line, at most 80 characters."""
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  text = repr(value)
+  return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check(config: Mapping | ml_collections.ConfigDict, schema: Schema, prefix: str = "") -> None:
   """Raises ConfigError for the first key of `config` that `schema` does not accept."""
   for name, rule in schema.items():
@@ -108,9 +116,9 @@ def check(config: Mapping | ml_collections.ConfigDict, schema: Schema, prefix: s
     value = config[name]
     if isinstance(rule, Rule):
       if not rule.accepts(value):
-        raise ConfigError(f"{key}={value!r} must be {rule.must_be}")
+        raise ConfigError(f"{key}={show(value)} must be {rule.must_be}")
     elif not isinstance(value, SECTION_TYPES):
-      raise ConfigError(f"{key}={value!r} must be a section of settings ({', '.join(rule)})")
+      raise ConfigError(f"{key}={show(value)} must be a section of settings ({', '.join(rule)})")
     else:
       check(value, rule, key + ".")
   unknown = sorted(set(config) - set(schema))

@@ -106,7 +106,7 @@ def _keep_json_line(line: str, keep: KeepRow) -> bool:
   return keep(row["step"], row["split"])
 
 
-def _read_records(path: str) -> tuple[list[bytes], bool]:
+def read_records(path: str) -> tuple[list[bytes], bool]:
   """The payloads of a TFRecord file (each: length, crc, payload, crc), and whether none was cut short."""
   records = []
   with open(path, "rb") as f:
@@ -120,7 +120,7 @@ def _read_records(path: str) -> tuple[list[bytes], bool]:
 
 
 def _discard_events(path: str, keep: KeepRow) -> None:
-  records, complete = _read_records(path)
+  records, complete = read_records(path)
   events, changed = [], not complete
   for event in map(Event.FromString, records):
     if event.HasField("summary"):

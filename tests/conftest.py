@@ -13,14 +13,17 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Subprocesses get one device and the repo on the path, whatever the parent process has:
-# each run.py run must be comparable with every other one.
-SUBPROCESS_ENV = {
-    **os.environ,
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-    "PYTHONPATH": str(REPO),
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}
+
+
+def subprocess_env(devices: int = 1) -> dict[str, str]:
+  """Subprocesses get `devices` (1 unless a test asks) and the repo on the path, whatever the
+  parent process has: each run.py run must be comparable with every other one."""
+  return {
+      **os.environ,
+      "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+      "PYTHONPATH": str(REPO),
+      "TF_CPP_MIN_LOG_LEVEL": "2",
+  }
 
 
 @pytest.fixture(scope="session")
@@ -71,23 +74,30 @@ def trained_lm(data_dir, tmp_path_factory):
   return workdir, train.train_and_evaluate(config, workdir)
 
 
-def run_py_args(workdir, *overrides, data_dir, config="configs/shakespeare_char.py:test"):
+LM_CONFIG = "configs/shakespeare_char.py:test"
+
+
+def run_py_args(workdir, *overrides, data_dir, config=LM_CONFIG):
   return [sys.executable, "run.py", f"--config={config}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *overrides]
+
+
+def run_py_to_completion(workdir, *overrides, data_dir, config=LM_CONFIG, devices=1, timeout=300):
+  return subprocess.run(
+      run_py_args(workdir, *overrides, data_dir=data_dir, config=config),
+      cwd=REPO,
+      env=subprocess_env(devices),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
 
 
 @pytest.fixture
 def run_py(data_dir):
-  """Runs run.py to completion in a subprocess: run_py(workdir, *flags) -> CompletedProcess."""
+  """Runs run.py to completion in a subprocess: run_py(workdir, *flags, [config=, devices=]) -> CompletedProcess."""
 
-  def run(workdir, *overrides, data_dir=data_dir, timeout=300):
-    return subprocess.run(
-        run_py_args(workdir, *overrides, data_dir=data_dir),
-        cwd=REPO,
-        env=SUBPROCESS_ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+  def run(workdir, *overrides, data_dir=data_dir, **options):
+    return run_py_to_completion(workdir, *overrides, data_dir=data_dir, **options)
 
   return run
 
@@ -101,7 +111,7 @@ def start_run_py(data_dir):
       return subprocess.Popen(
           run_py_args(workdir, *overrides, data_dir=data_dir),
           cwd=REPO,
-          env=SUBPROCESS_ENV,
+          env=subprocess_env(),
           stdout=log,
           stderr=subprocess.STDOUT,
       )

@@ -1,12 +1,16 @@
-"""run.py turns each user error into one line naming the problem, not a traceback."""
+"""run.py turns each user error into one line naming the problem, in every mode, never a traceback."""
+import concurrent.futures
+import dataclasses
 import os
 import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from experiments import train
+from tests.conftest import LM_CONFIG, run_py_to_completion
 
 
 def assert_one_line_error(result, *fragments):
@@ -21,20 +25,74 @@ def assert_one_line_error(result, *fragments):
   return errors[0]
 
 
-def test_unknown_config_key(run_py, tmp_path):
-  result = run_py(str(tmp_path), "--config.model.no_such_key=1")
-  assert_one_line_error(result, "--config.model.no_such_key", "'no_such_key'")
+@dataclasses.dataclass(frozen=True)
+class Case:
+  flags: tuple[str, ...]
+  fragments: tuple[str, ...]
+  config: str = LM_CONFIG
+  devices: int = 1
+  creates_nothing: bool = True  # fails before the workdir exists
 
 
-def test_misspelt_config_key_suggests_the_right_one(run_py, tmp_path):
-  result = run_py(str(tmp_path), "--config.train.num_stpes=3")
-  assert_one_line_error(result, "--config.train.num_stpes", 'Did you mean "num_steps"')
+# One case per class of mistake; tests/experiments/test_config_checks.py holds the list of keys and values.
+CASES = {
+    "unknown key": Case(("--config.model.no_such_key=1",), ("--config.model.no_such_key", "'no_such_key'")),
+    "misspelt key": Case(("--config.train.num_stpes=3",), ("--config.train.num_stpes", 'Did you mean "num_steps"')),
+    "value of the wrong type": Case(("--config.train.num_steps=abc",), ("--config.train.num_steps=abc", "'abc'")),
+    "unknown mode": Case(("--mode=fit",), ("--mode=fit", "train|eval|sample")),
+    "config file missing": Case((), ("--config=configs/nope.py", "does not exist"), config="configs/nope.py"),
+    "config path a directory": Case((), ("--config=configs", "is a directory"), config="configs"),
+    "unknown variant": Case((), ("unknown variant 'tiny'",), config="configs/shakespeare_char.py:tiny"),
+    "bad value, train mode": Case(("--config.train.log_every=0",), ("train.log_every=0",)),
+    "bad value, eval mode": Case(("--mode=eval", "--config.optimizer.learning_rate=inf"), ("optimizer.learning_rate=inf",)),
+    "bad value, sample mode": Case(("--mode=sample", "--config.sample.temperature=-1"), ("sample.temperature=-1.0",)),
+    "width not divisible by heads": Case(("--config.model.width=30", "--config.model.num_heads=4"), ("model.width=30", "model.num_heads=4")),
+    "heads over a tensor axis of 4": Case(
+        ("--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.tensor=4"), ("model.num_heads=2", "mesh.tensor=4"), devices=8
+    ),
+    "autoencoder over a tensor axis": Case(
+        ("--config.mesh.data=1", "--config.mesh.tensor=2"),
+        ("deconv_1/bias has 1 entries", "mesh.tensor=2"),
+        config="configs/digits_autoencoder.py:test",
+        devices=2,
+        creates_nothing=False,  # a parameter's shape is known once the data is: after the workdir is made
+    ),
+    "prompt outside the vocabulary": Case(("--config.sample.prompt=☃",), ("sample.prompt='☃'", "82-character vocabulary"), creates_nothing=False),
+    "eval without a checkpoint": Case(("--mode=eval",), ("no checkpoint in", "train first")),
+    "data dir under a file": Case(("--config.data.data_dir={file}/tfds",), ("a_file/tfds", "Not a directory"), creates_nothing=False),
+}
 
 
-def test_width_not_divisible_by_heads(run_py, tmp_path):
-  result = run_py(str(tmp_path), "--config.model.width=30", "--config.model.num_heads=4")
-  assert_one_line_error(result, "model.width=30", "model.num_heads=4")
-  assert not os.path.exists(tmp_path / "checkpoints")  # failed before creating anything
+@pytest.fixture(scope="module")
+def results(data_dir, tmp_path_factory):
+  """Every case's CompletedProcess, three run.py processes at a time."""
+  root = tmp_path_factory.mktemp("run_py_cases")
+  a_file = root / "a_file"
+  a_file.write_text("")
+
+  def run(name):
+    case = CASES[name]
+    workdir = str(root / name.replace(" ", "_").replace(",", ""))
+    flags = [flag.format(file=a_file) for flag in case.flags]
+    result = run_py_to_completion(workdir, *flags, data_dir=data_dir, config=case.config, devices=case.devices)
+    return result, os.path.exists(workdir)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    return dict(zip(CASES, pool.map(run, CASES)))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_mistake_is_one_line(results, name):
+  result, workdir_exists = results[name]
+  assert_one_line_error(result, *CASES[name].fragments)
+  if CASES[name].creates_nothing:
+    assert not workdir_exists
+
+
+def test_workdir_under_a_file(run_py, tmp_path):
+  (tmp_path / "a_file").write_text("")
+  workdir = str(tmp_path / "a_file" / "workdir")
+  assert_one_line_error(run_py(workdir), f"--workdir={workdir}", "Not a directory")
 
 
 def test_missing_data_source(run_py, tmp_path):
@@ -51,7 +109,9 @@ def test_workdir_with_a_checkpoint_from_another_config(run_py, trained_lm, tmp_p
   result = run_py(workdir, "--config.model.width=48")
 
   checkpoint = os.path.join(workdir, "checkpoints", before[-1])
-  assert_one_line_error(result, f"checkpoint {checkpoint} was written by a different config", "--workdir")
+  line = assert_one_line_error(result, f"checkpoint {checkpoint} was written by a different config", "--workdir")
+  assert "params/block_0/attention/key/bias is float32[2, 16] there, float32[2, 24] in this config" in line
+  assert "config changed since the last run in this workdir: model.width: 32 -> 48" in result.stdout
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before  # left as it was
 
 

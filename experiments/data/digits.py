@@ -12,6 +12,8 @@ import tensorflow_datasets as tfds
 
 from experiments.errors import MissingDataError
 
+IMAGE_SHAPE = (8, 8, 1)  # height, width, channels
+
 
 def _is_test(index: int) -> bool:
   return int(hashlib.sha256(str(index).encode()).hexdigest(), 16) % 10 == 0
@@ -26,7 +28,7 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict(
-            {"image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.float32), "label": tfds.features.ClassLabel(num_classes=10)}
+            {"image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.float32), "label": tfds.features.ClassLabel(num_classes=10)}
         ),
     )
 

@@ -1,5 +1,6 @@
 """Task registry: `config.task` names one of TASKS; later families add a line here."""
 from decoders.errors import ConfigError
+from experiments import config_rules
 from experiments.tasks.autoencoder import AutoencoderTask
 from experiments.tasks.base import Objective, Task
 from experiments.tasks.language_model import LanguageModelTask
@@ -12,9 +13,11 @@ TASKS: dict[str, type[Task]] = {
 
 def lookup(config) -> type[Task]:
   """The Task class `config.task` names."""
-  name = config.get("task")
-  if name not in TASKS:
-    raise ConfigError(f"task={name!r} is not one of {sorted(TASKS)}")
+  if "task" not in config:
+    raise ConfigError(f"the config has no task: set it to one of {sorted(TASKS)}")
+  name = config.task
+  if not isinstance(name, str) or name not in TASKS:
+    raise ConfigError(f"task={config_rules.show(name)} is not one of {sorted(TASKS)}")
   return TASKS[name]
 
 

@@ -1,4 +1,7 @@
 """Image autoencoding: reconstruct the input through a small latent (no tokens; throughput in examples/s)."""
+import dataclasses
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,31 +12,40 @@ from experiments.config_rules import fields_of, one_of
 from experiments.data import digits, pipeline
 from experiments.tasks.base import Task
 
-DATASETS = {"sklearn_digits": (digits.load_split, "train", "test")}
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+  load: Callable[[str, str], np.ndarray]  # (data_dir, split) -> images [n, height, width, channels]
+  train_split: str
+  eval_split: str
+  image_shape: tuple[int, int, int]  # known without reading the data, so the model is checked first
+
+
+DATASETS = {"sklearn_digits": ImageDataset(digits.load_split, "train", "test", digits.IMAGE_SHAPE)}
+
+
+def model_config(config) -> autoencoder.AutoencoderConfig:
+  height, _, channels = DATASETS[config.data.name].image_shape
+  return autoencoder.AutoencoderConfig(image_size=height, image_channels=channels, **config.model)
 
 
 class AutoencoderTask(Task):
   unit = "examples"
   config_schema = {
       "data": {"name": one_of(DATASETS)},
-      # The image size and channels come from the data; AutoencoderConfig checks the rest when built.
+      # The image size and channels come from the data set; AutoencoderConfig checks the rest when built.
       "model": fields_of(autoencoder.AutoencoderConfig, exclude=["image_size", "image_channels"]),
   }
 
+  @classmethod
+  def check_config(cls, config, mesh_shape):
+    model_config(config)
+
   def __init__(self, config):
     super().__init__(config)
-    data = config.data
-    load, train_split, eval_split = DATASETS[data.name]
-    self.train_images = load(data.data_dir, train_split)
-    self.eval_images = load(data.data_dir, eval_split)
-    self.model = autoencoder.Autoencoder(
-        autoencoder.AutoencoderConfig(
-            image_size=self.train_images.shape[1],
-            image_channels=self.train_images.shape[-1],
-            channels=tuple(config.model.channels),
-            latent_dim=config.model.latent_dim,
-        )
-    )
+    dataset = DATASETS[config.data.name]
+    self.train_images = dataset.load(config.data.data_dir, dataset.train_split)
+    self.eval_images = dataset.load(config.data.data_dir, dataset.eval_split)
+    self.model = autoencoder.Autoencoder(model_config(config))
 
   def init_params(self, rng):
     return self.model.init(rng, jnp.zeros((1, *self.train_images.shape[1:])))["params"]

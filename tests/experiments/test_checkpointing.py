@@ -1,4 +1,9 @@
-"""A broken newest checkpoint is reported, set aside (never deleted) and the one before it used."""
+"""Checkpoints are never lost, hidden or poisoned.
+
+A broken newest checkpoint is reported once, set aside under a name that never
+collides (never deleted) and the one before it used; one written by another config,
+bigger or smaller, stops the run and is left where it is.
+"""
 import glob
 import os
 import shutil
@@ -6,7 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
+from decoders.errors import ConfigError
 from experiments import train
+from experiments.errors import IncompatibleCheckpointError
 
 
 def _delete_metadata(state_dir):
@@ -31,7 +38,7 @@ def _overwrite_data_files(state_dir):
 # A failed TensorStore read leaves a callback for an asyncio loop Orbax has already closed.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("corrupt", [_delete_metadata, _truncate_data_files, _overwrite_data_files])
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(trained_lm, lm_config, tmp_path, capsys, corrupt):
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(trained_lm, lm_config, tmp_path, capfd, corrupt):
   workdir = str(tmp_path / "workdir")
   shutil.copytree(trained_lm[0], workdir)
   checkpoints = os.path.join(workdir, "checkpoints")
@@ -42,8 +49,61 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(trained_lm, l
 
   assert int(state.step) == 3
   assert np.isfinite(np.asarray(state.params["embed"]["embedding"])).all()
-  message = capsys.readouterr().out
-  assert f"skipping unreadable checkpoint {newest} " in message
+  output = capfd.readouterr()
+  message = output.out + output.err
+  assert message.count(f"skipping unreadable checkpoint {newest} ") == 1  # the reason, once
+  assert "<class" not in message and " at 0x" not in message  # and no internal object reprs
   assert f"moved to {newest}.unreadable" in message
   assert sorted(os.listdir(checkpoints)) == ["3", "6.unreadable"]
   assert os.path.isdir(os.path.join(newest + ".unreadable", "state"))  # moved aside, kept for a post-mortem
+
+
+def test_setting_aside_twice_never_collides(trained_lm, lm_config, tmp_path, capsys):
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(trained_lm[0], workdir)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  for _ in range(2):  # corrupt step 6, fall back to 3, train to 6 again, corrupt it again
+    _delete_metadata(os.path.join(checkpoints, "6", "state"))
+    train.train_and_evaluate(lm_config, workdir)
+  assert "moved to " + os.path.join(checkpoints, "6.unreadable-2") in capsys.readouterr().out
+  assert sorted(os.listdir(checkpoints)) == ["3", "6", "6.unreadable", "6.unreadable-2"]
+
+
+@pytest.fixture(scope="module")
+def two_layer_workdir(data_dir, tmp_path_factory):
+  from configs import shakespeare_char
+
+  config = shakespeare_char.get_config("test")
+  config.data.data_dir = data_dir
+  config.model.num_layers = 2
+  config.train.num_steps = 3
+  workdir = str(tmp_path_factory.mktemp("two_layers"))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("mode", [train.train_and_evaluate, train.evaluate, train.sample])
+def test_a_checkpoint_of_a_bigger_model_is_refused_and_left_in_place(two_layer_workdir, lm_config, tmp_path, mode):
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(two_layer_workdir, workdir)
+  with pytest.raises(IncompatibleCheckpointError, match="it has params/block_1/attention/key/bias, which this config does not"):
+    mode(lm_config, workdir)  # num_layers=1
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
+
+
+def test_a_checkpoint_of_a_smaller_model_is_refused_and_left_in_place(trained_lm, lm_config, tmp_path):
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(trained_lm[0], workdir)
+  lm_config.model.num_layers = 2
+  with pytest.raises(IncompatibleCheckpointError, match="it has no params/block_1/attention/key/bias, which this config needs"):
+    train.train_and_evaluate(lm_config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+
+
+def test_keeping_no_checkpoint_is_refused_before_any_is_deleted(trained_lm, lm_config, tmp_path):
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(trained_lm[0], workdir)
+  lm_config.train.keep_checkpoints = 0
+  with pytest.raises(ConfigError, match="train.keep_checkpoints=0"):
+    train.train_and_evaluate(lm_config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]

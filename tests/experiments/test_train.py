@@ -40,6 +40,10 @@ def test_a_finished_run_resumes_at_its_last_step_without_training(trained_lm, lm
   again = train.train_and_evaluate(lm_config, copy)
   assert "resuming from the checkpoint at step 6" in capsys.readouterr().out
   assert again["loss"] == final["loss"]
+  with open(os.path.join(copy, "metrics.jsonl"), encoding="utf-8") as f:
+    rows = [(row["step"], row["split"]) for row in map(json.loads, f)]
+  assert rows.count((6, "eval")) == 1  # the final evaluation, written again, is not there twice
+  assert len(rows) == len(set(rows))
 
 
 def test_autoencoder_trains_with_the_same_trainer(autoencoder_config, tmp_path):

@@ -99,3 +99,27 @@ def test_both_objectives_decrease_and_metrics_are_prefixed(trainer):
     assert history[-1][name] < history[0][name] - 0.5
   assert len(state.opt_states) == 2
   assert int(state.step) == 30
+
+
+class OnlyA(TwoQuadratics):
+  """One objective: nothing after its update can see (and stumble on) what the update did."""
+
+  def objectives(self):
+    return (Objective("a", self._loss_a, params_key="a"),)
+
+
+def test_a_step_that_makes_the_state_non_finite_is_not_applied(trainer):
+  # An infinite learning rate (refused by the config checks; here the trainer is built
+  # directly) turns finite gradients into non-finite parameters while the loss and the
+  # gradient norm the step sees stay finite: the guard must look at the updated state.
+  config = ml_collections.ConfigDict(trainer.task.config.to_dict())
+  config.optimizer.learning_rate = float("inf")
+  reckless = Trainer(OnlyA(config), config, trainer.mesh)
+  state = reckless.init(jax.random.key(0))
+  before = jax.device_get(state)
+
+  state, metrics = _step(reckless, state, 1.0, 0.0)
+
+  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])
+  assert int(metrics["nonfinite"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), before)  # untouched, step included

@@ -1,12 +1,14 @@
 """DecoderLM: kernel equivalence, causality, the decoding seam and config validation."""
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import decoders
+from decoders import losses
 from decoders.models import decoder_lm
 
 CONFIG = decoder_lm.DecoderLMConfig(vocab_size=13, num_layers=2, width=16, num_heads=2, mlp_dim=32, max_len=8)
@@ -84,3 +86,22 @@ def test_input_longer_than_max_len_is_rejected(model_and_params):
   forward, params = model_and_params
   with pytest.raises(decoders.ConfigError, match="max_len"):
     forward(params, _tokens(4, CONFIG.max_len + 1))
+
+
+def test_a_padded_vocabulary_is_never_predicted_and_changes_nothing_real():
+  padded = dataclasses.replace(CONFIG, vocab_multiple=8)  # 13 tokens -> a 16-row table
+  assert padded.padded_vocab_size == 16
+  params = nn.unbox(decoder_lm.DecoderLM(padded).init(jax.random.key(0), jnp.zeros((1, padded.max_len), jnp.int32))["params"])
+  forward, tokens = _forward(padded), _tokens(3)
+
+  logits = forward(params, tokens)
+
+  assert logits.shape == (*tokens.shape, 16)
+  probabilities = jax.nn.softmax(logits, axis=-1)
+  np.testing.assert_array_equal(probabilities[..., 13:], 0.0)
+  total, count = losses.cross_entropy(logits, jnp.asarray(tokens))
+  assert np.isfinite(total) and count == tokens.size
+  # The padding rows of the (tied) table reach only the masked logits.
+  table = params["embed"]["embedding"]
+  moved = {**params, "embed": {"embedding": table.at[13:].set(5.0)}}
+  np.testing.assert_array_equal(forward(moved, tokens), logits)
