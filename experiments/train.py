@@ -114,6 +114,13 @@ def _train(config, task, trainer, checkpointer, state, batches, writer):
   bar = ProgressBar(step, num_steps, task.unit)
   pending, window_start, window_steps, saved = [], time.perf_counter(), 0, step
 
+  def diverged(what: str, at: int) -> DivergedError:
+    kept = checkpointer.latest_step()
+    return DivergedError(
+        f"{what} became NaN/Inf at step {at}; training stopped, "
+        f"the last good checkpoint ({'step ' + str(kept) if kept is not None else 'none yet'}) is kept"
+    )
+
   def check_and_log():
     nonlocal pending, window_start, window_steps
     if not pending:
@@ -121,11 +128,7 @@ def _train(config, task, trainer, checkpointer, state, batches, writer):
     fetched = jax.device_get(pending)
     bad = [step - len(fetched) + i + 1 for i, m in enumerate(fetched) if m["nonfinite"]]
     if bad:
-      kept = checkpointer.latest_step()
-      raise DivergedError(
-          f"the loss, gradients or updated parameters became NaN/Inf at step {bad[0]}; training stopped, "
-          f"the last good checkpoint ({'step ' + str(kept) if kept is not None else 'none yet'}) is kept"
-      )
+      raise diverged("the loss or gradients", bad[0])
     elapsed = time.perf_counter() - window_start
     rate = window_steps * task.units_per_step() / max(elapsed, 1e-9)
     logged = {**mean_metrics(fetched), f"{task.unit}_per_second": rate}
@@ -134,8 +137,11 @@ def _train(config, task, trainer, checkpointer, state, batches, writer):
     pending, window_start, window_steps = [], time.perf_counter(), 0
 
   def save():
+    """Checkpoints `state`, never one holding a NaN/Inf (a finite loss does not prove a finite update)."""
     nonlocal saved
-    check_and_log()  # never save a step whose values have not been checked
+    check_and_log()
+    if not trainer.state_is_finite(state):
+      raise diverged("the parameters or optimizer state (with a finite loss)", step)
     checkpointer.save(step, state, batches.get_state())
     saved = step
 

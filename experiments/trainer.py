@@ -26,9 +26,13 @@ class TrainState:
 
 
 def all_finite(tree) -> jax.Array:
-  """True iff no floating-point leaf of `tree` holds a NaN or an Inf."""
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  """True iff no floating-point leaf of `tree` holds a NaN or an Inf.
+
+  One reduction over the concatenated leaves: a reduction per leaf compiled with
+  ~270 MB more host memory for the small LM here.
+  """
+  leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.isfinite(jnp.concatenate(leaves)))
 
 
 def _select(params, key):
@@ -65,6 +69,12 @@ class Trainer:
         out_shardings=(self.state_shardings, replicated),
         donate_argnums=0,
     )
+    # Checked before every save, not every step: an infinite learning rate turns finite
+    # gradients into NaN parameters without the step's loss showing it, and a pass over
+    # the whole state each step cost ~8 % of the small LM's step time (experiments/bench.py).
+    self.state_is_finite = jax.jit(
+        lambda state: all_finite((state.params, state.opt_states)), in_shardings=(self.state_shardings,), out_shardings=replicated
+    )
     self._eval_step = jax.jit(
         task.eval_fn, in_shardings=(self.state_shardings.params, self.batch_sharding), out_shardings=replicated
     )
@@ -100,13 +110,11 @@ class Trainer:
       metrics.update({prefix + k: v for k, v in aux.items()})
       metrics[prefix + "grad_norm"] = grad_norm
     metrics["learning_rate"] = self.schedule(state.step)
-    new_state = state.replace(step=state.step + 1, params=params, opt_states=tuple(opt_states))
-    # The updated parameters and optimizer state are checked, not only the loss: an
-    # infinite learning rate turns finite gradients into NaN parameters. A step that
-    # makes anything non-finite leaves the state untouched, so what is in memory (and
-    # what a checkpoint could save) is always finite; the loop then stops.
-    finite = all_finite((scalars, new_state.params, new_state.opt_states))
+    finite = all_finite(scalars)
     metrics["nonfinite"] = (~finite).astype(jnp.int32)
+    new_state = state.replace(step=state.step + 1, params=params, opt_states=tuple(opt_states))
+    # A step with a NaN/Inf loss or gradient leaves the state untouched; the loop then
+    # stops. (The updated state itself is checked before each save: state_is_finite.)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     return new_state, metrics
 

@@ -6,8 +6,10 @@ import shutil
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import train
+from experiments.errors import DivergedError
 
 
 def test_tiny_lm_trains_logs_and_checkpoints(trained_lm):
@@ -58,3 +60,15 @@ def test_autoencoder_trains_with_the_same_trainer(autoencoder_config, tmp_path):
   assert final["loss"] < 0.8 * initial["loss"]
   assert final["mse"] < initial["mse"]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["30", "60"]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e39 -> inf, on purpose
+def test_no_checkpoint_ever_holds_a_non_finite_value(lm_config, tmp_path):
+  # 1e39 is a finite Python float, so the config accepts it, but float32 rounds it to
+  # inf: the first update makes the parameters NaN while that step's loss is finite.
+  lm_config.optimizer.learning_rate = 1e39
+  lm_config.optimizer.warmup_steps = 0
+  lm_config.train.update(checkpoint_every=1, log_every=1)
+  with pytest.raises(DivergedError, match="the parameters or optimizer state .* became NaN/Inf at step 1; .*none yet"):
+    train.train_and_evaluate(lm_config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == []

@@ -108,18 +108,25 @@ class OnlyA(TwoQuadratics):
     return (Objective("a", self._loss_a, params_key="a"),)
 
 
-def test_a_step_that_makes_the_state_non_finite_is_not_applied(trainer):
+def test_a_finite_loss_can_hide_a_non_finite_state_which_the_save_check_sees(trainer):
   # An infinite learning rate (refused by the config checks; here the trainer is built
   # directly) turns finite gradients into non-finite parameters while the loss and the
-  # gradient norm the step sees stay finite: the guard must look at the updated state.
+  # gradient norm the step sees stay finite: only a look at the state itself finds it.
   config = ml_collections.ConfigDict(trainer.task.config.to_dict())
   config.optimizer.learning_rate = float("inf")
   reckless = Trainer(OnlyA(config), config, trainer.mesh)
   state = reckless.init(jax.random.key(0))
-  before = jax.device_get(state)
+  assert bool(reckless.state_is_finite(state))
 
   state, metrics = _step(reckless, state, 1.0, 0.0)
 
-  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])
+  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"]) and int(metrics["nonfinite"]) == 0
+  assert not bool(reckless.state_is_finite(state))
+
+
+def test_a_step_with_a_non_finite_loss_is_not_applied(trainer):
+  state = trainer.init(jax.random.key(0))
+  before = jax.device_get(state)
+  state, metrics = _step(trainer, state, float("nan"), 1.0)
   assert int(metrics["nonfinite"]) == 1
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), before)  # untouched, step included
