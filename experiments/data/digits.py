@@ -10,6 +10,7 @@ import hashlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from experiments.data.prepare import prepared
 from experiments.errors import MissingDataError
 
 IMAGE_SHAPE = (8, 8, 1)  # height, width, channels
@@ -53,8 +54,6 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
 
 def load_split(data_dir: str, split: str) -> np.ndarray:
   """Images [n, 8, 8, 1] in [0, 1], building the dataset on first use."""
-  builder = SklearnDigits(data_dir=data_dir or None, file_format="array_record")
-  if not builder.is_prepared():
-    builder.download_and_prepare()
+  builder = prepared(lambda: SklearnDigits(data_dir=data_dir or None, file_format="array_record"))
   source = builder.as_data_source(split=split)
   return np.stack([source[i]["image"] for i in range(len(source))])

@@ -14,6 +14,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
+from experiments.data.prepare import prepared
 from experiments.errors import MissingDataError
 
 CHUNK_CHARS = 4096
@@ -97,9 +98,7 @@ class ShakespeareChar(tfds.core.GeneratorBasedBuilder):
 
 def load_split_text(data_dir: str, split: str, source_dir: str = "") -> str:
   """Builds the dataset on first use, then returns `split` as one string, chunks re-joined in order."""
-  builder = ShakespeareChar(data_dir=data_dir or None, source_dir=source_dir, file_format="array_record")
-  if not builder.is_prepared():
-    builder.download_and_prepare()
+  builder = prepared(lambda: ShakespeareChar(data_dir=data_dir or None, source_dir=source_dir, file_format="array_record"))
   source = builder.as_data_source(split=split)
   chunks = sorted((int(r["index"]), r["text"]) for r in (source[i] for i in range(len(source))))
   return "".join(t.decode("utf-8") for _, t in chunks)
