@@ -7,6 +7,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -72,6 +73,19 @@ def trained_lm(data_dir, tmp_path_factory):
   config.data.data_dir = data_dir
   workdir = str(tmp_path_factory.mktemp("trained_lm"))
   return workdir, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture
+def trained_lm_copy(trained_lm, tmp_path) -> str:
+  """A copy of trained_lm's workdir, which the test may change."""
+  workdir = str(tmp_path / "trained_lm_copy")
+  shutil.copytree(trained_lm[0], workdir)
+  return workdir
+
+
+def checkpoint_names(workdir) -> list[str]:
+  """What workdir/checkpoints holds, sorted: step directories and set-aside ones."""
+  return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
 
 LM_CONFIG = "configs/shakespeare_char.py:test"

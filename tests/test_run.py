@@ -2,7 +2,6 @@
 import concurrent.futures
 import dataclasses
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -10,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import train
-from tests.conftest import LM_CONFIG, run_py_to_completion
+from tests.conftest import LM_CONFIG, checkpoint_names, run_py_to_completion
 
 
 def assert_one_line_error(result, *fragments):
@@ -101,10 +100,9 @@ def test_missing_data_source(run_py, tmp_path):
   assert_one_line_error(result, "'/nonexistent'", "source_dir")
 
 
-def test_workdir_with_a_checkpoint_from_another_config(run_py, trained_lm, tmp_path):
-  workdir = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], workdir)
-  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+def test_workdir_with_a_checkpoint_from_another_config(run_py, trained_lm_copy):
+  workdir = trained_lm_copy
+  before = checkpoint_names(workdir)
 
   result = run_py(workdir, "--config.model.width=48")
 
@@ -112,7 +110,7 @@ def test_workdir_with_a_checkpoint_from_another_config(run_py, trained_lm, tmp_p
   line = assert_one_line_error(result, f"checkpoint {checkpoint} was written by a different config", "--workdir")
   assert "params/block_0/attention/key/bias is float32[2, 16] there, float32[2, 24] in this config" in line
   assert "config changed since the last run in this workdir: model.width: 32 -> 48" in result.stdout
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before  # left as it was
+  assert checkpoint_names(workdir) == before  # left as it was
 
 
 def test_nan_loss_stops_training_and_keeps_only_finite_checkpoints(run_py, lm_config, tmp_path):

@@ -9,7 +9,6 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from decoders.errors import ConfigError
 from decoders.layers.partitioning import CONV_IN, CONV_OUT, EMBED, with_axes

@@ -6,7 +6,6 @@ Pre-norm residual blocks as in GPT-2 (Radford et al. 2019, sec. 2.3). Variants a
 chosen by the string fields of `DecoderLMConfig`; named presets live in `PRESETS`.
 """
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax

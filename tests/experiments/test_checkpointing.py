@@ -14,6 +14,7 @@ import pytest
 from decoders.errors import ConfigError
 from experiments import train
 from experiments.errors import IncompatibleCheckpointError
+from tests.conftest import checkpoint_names
 
 
 def _delete_metadata(state_dir):
@@ -38,9 +39,8 @@ def _overwrite_data_files(state_dir):
 # A failed TensorStore read leaves a callback for an asyncio loop Orbax has already closed.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("corrupt", [_delete_metadata, _truncate_data_files, _overwrite_data_files])
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(trained_lm, lm_config, tmp_path, capfd, corrupt):
-  workdir = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], workdir)
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(trained_lm_copy, lm_config, capfd, corrupt):
+  workdir = trained_lm_copy
   checkpoints = os.path.join(workdir, "checkpoints")
   newest = os.path.join(checkpoints, "6")
   corrupt(os.path.join(newest, "state"))
@@ -54,19 +54,18 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(trained_lm, l
   assert message.count(f"skipping unreadable checkpoint {newest} ") == 1  # the reason, once
   assert "<class" not in message and " at 0x" not in message  # and no internal object reprs
   assert f"moved to {newest}.unreadable" in message
-  assert sorted(os.listdir(checkpoints)) == ["3", "6.unreadable"]
+  assert checkpoint_names(workdir) == ["3", "6.unreadable"]
   assert os.path.isdir(os.path.join(newest + ".unreadable", "state"))  # moved aside, kept for a post-mortem
 
 
-def test_setting_aside_twice_never_collides(trained_lm, lm_config, tmp_path, capsys):
-  workdir = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], workdir)
+def test_setting_aside_twice_never_collides(trained_lm_copy, lm_config, capsys):
+  workdir = trained_lm_copy
   checkpoints = os.path.join(workdir, "checkpoints")
   for _ in range(2):  # corrupt step 6, fall back to 3, train to 6 again, corrupt it again
     _delete_metadata(os.path.join(checkpoints, "6", "state"))
     train.train_and_evaluate(lm_config, workdir)
   assert "moved to " + os.path.join(checkpoints, "6.unreadable-2") in capsys.readouterr().out
-  assert sorted(os.listdir(checkpoints)) == ["3", "6", "6.unreadable", "6.unreadable-2"]
+  assert checkpoint_names(workdir) == ["3", "6", "6.unreadable", "6.unreadable-2"]
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +87,18 @@ def test_a_checkpoint_of_a_bigger_model_is_refused_and_left_in_place(two_layer_w
   shutil.copytree(two_layer_workdir, workdir)
   with pytest.raises(IncompatibleCheckpointError, match="it has params/block_1/attention/key/bias, which this config does not"):
     mode(lm_config, workdir)  # num_layers=1
-  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
+  assert checkpoint_names(workdir) == ["3"]
 
 
-def test_a_checkpoint_of_a_smaller_model_is_refused_and_left_in_place(trained_lm, lm_config, tmp_path):
-  workdir = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], workdir)
+def test_a_checkpoint_of_a_smaller_model_is_refused_and_left_in_place(trained_lm_copy, lm_config):
   lm_config.model.num_layers = 2
   with pytest.raises(IncompatibleCheckpointError, match="it has no params/block_1/attention/key/bias, which this config needs"):
-    train.train_and_evaluate(lm_config, workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    train.train_and_evaluate(lm_config, trained_lm_copy)
+  assert checkpoint_names(trained_lm_copy) == ["3", "6"]
 
 
-def test_keeping_no_checkpoint_is_refused_before_any_is_deleted(trained_lm, lm_config, tmp_path):
-  workdir = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], workdir)
+def test_keeping_no_checkpoint_is_refused_before_any_is_deleted(trained_lm_copy, lm_config):
   lm_config.train.keep_checkpoints = 0
   with pytest.raises(ConfigError, match="train.keep_checkpoints=0"):
-    train.train_and_evaluate(lm_config, workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    train.train_and_evaluate(lm_config, trained_lm_copy)
+  assert checkpoint_names(trained_lm_copy) == ["3", "6"]

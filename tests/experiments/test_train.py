@@ -2,7 +2,6 @@
 import glob
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from experiments import train
 from experiments.errors import DivergedError
+from tests.conftest import checkpoint_names
 
 
 def test_tiny_lm_trains_logs_and_checkpoints(trained_lm):
@@ -32,13 +32,11 @@ def test_tiny_lm_trains_logs_and_checkpoints(trained_lm):
   assert eval_rows[-1]["loss"] == final["loss"]
   assert all(np.isfinite(r["loss"]) and r["tokens_per_second"] > 0 for r in rows if r["split"] == "train")
 
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]  # checkpoint_every=3
+  assert checkpoint_names(workdir) == ["3", "6"]  # checkpoint_every=3
 
 
-def test_a_finished_run_resumes_at_its_last_step_without_training(trained_lm, lm_config, tmp_path, capsys):
-  workdir, final = trained_lm
-  copy = str(tmp_path / "workdir")
-  shutil.copytree(workdir, copy)
+def test_a_finished_run_resumes_at_its_last_step_without_training(trained_lm, trained_lm_copy, lm_config, capsys):
+  final, copy = trained_lm[1], trained_lm_copy
   again = train.train_and_evaluate(lm_config, copy)
   assert "resuming from the checkpoint at step 6" in capsys.readouterr().out
   assert again["loss"] == final["loss"]
@@ -59,7 +57,7 @@ def test_autoencoder_trains_with_the_same_trainer(autoencoder_config, tmp_path):
   # 20 % drop cannot come from noise, only from training.
   assert final["loss"] < 0.8 * initial["loss"]
   assert final["mse"] < initial["mse"]
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["30", "60"]
+  assert checkpoint_names(workdir) == ["30", "60"]
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e39 -> inf, on purpose

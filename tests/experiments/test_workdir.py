@@ -1,7 +1,6 @@
 """The workdir: one run at a time (a lock), the run's config saved, changes since the last run listed."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -39,10 +38,14 @@ def test_the_lock_is_released_when_the_run_fails(tmp_path):
     pass
 
 
-def test_config_changes_are_listed_and_the_config_saved(trained_lm, lm_config, tmp_path, capsys):
-  run = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], run)
-  saved = json.loads((tmp_path / "workdir" / workdir.CONFIG_FILE).read_text())
+def _saved_config(run) -> str:
+  with open(os.path.join(run, workdir.CONFIG_FILE), encoding="utf-8") as f:
+    return f.read()
+
+
+def test_config_changes_are_listed_and_the_config_saved(trained_lm_copy, lm_config, capsys):
+  run = trained_lm_copy
+  saved = json.loads(_saved_config(run))
   assert saved["optimizer"]["learning_rate"] == lm_config.optimizer.learning_rate
 
   lm_config.optimizer.learning_rate = 1e-3  # allowed: reported, and the run goes on
@@ -53,18 +56,16 @@ def test_config_changes_are_listed_and_the_config_saved(trained_lm, lm_config, t
   assert "config changed since the last run in this workdir: optimizer.learning_rate: 0.003 -> 0.001" in out
   assert "config changed since the last run in this workdir: train.num_steps: 6 -> 8" in out
   assert out.count("config changed") == 2
-  saved = json.loads((tmp_path / "workdir" / workdir.CONFIG_FILE).read_text())
+  saved = json.loads(_saved_config(run))
   assert saved["optimizer"]["learning_rate"] == 1e-3 and saved["train"]["num_steps"] == 8
 
 
-def test_a_changed_shape_keeps_the_saved_config(trained_lm, lm_config, tmp_path):
-  run = str(tmp_path / "workdir")
-  shutil.copytree(trained_lm[0], run)
-  before = (tmp_path / "workdir" / workdir.CONFIG_FILE).read_text()
+def test_a_changed_shape_keeps_the_saved_config(trained_lm_copy, lm_config):
+  before = _saved_config(trained_lm_copy)
   lm_config.model.mlp_dim = 128
   with pytest.raises(IncompatibleCheckpointError):
-    train.train_and_evaluate(lm_config, run)
-  assert (tmp_path / "workdir" / workdir.CONFIG_FILE).read_text() == before  # still the config of the checkpoints
+    train.train_and_evaluate(lm_config, trained_lm_copy)
+  assert _saved_config(trained_lm_copy) == before  # still the config of the checkpoints
 
 
 @pytest.mark.parametrize("make_bad", ["parent is a file", "is a file"])
