@@ -64,20 +64,21 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
   return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def mesh_axes_of(logical_axis: str, rules=DEFAULT_RULES) -> tuple[str, ...]:
-  """The mesh axes a logical axis name is split over (none: replicated)."""
-  for name, target in rules:
-    if name == logical_axis:
-      return () if target is None else (target,) if isinstance(target, str) else tuple(target)
-  return ()
+def _as_axes(entry) -> tuple[str, ...]:
+  """A rule target or PartitionSpec entry (None, an axis, or several) as a tuple of mesh axes."""
+  return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
 
 
-def check_divisible(key: str, size: int, logical_axis: str, shape: dict[str, int]) -> None:
+def _split_over(axes: tuple[str, ...], sizes) -> tuple[int, str]:
+  """How many shards `axes` cut a dimension into, and those axes in words ('mesh.fsdp=2 x mesh.tensor=4')."""
+  return math.prod(sizes[axis] for axis in axes), " x ".join(f"mesh.{axis}={sizes[axis]}" for axis in axes)
+
+
+def check_divisible(key: str, size: int, logical_axis: str, shape: dict[str, int], rules=DEFAULT_RULES) -> None:
   """One line naming `key` if `size` cannot be split evenly over the mesh axes of `logical_axis`."""
-  axes = mesh_axes_of(logical_axis)
-  shards = math.prod(shape[axis] for axis in axes)
+  axes = next((_as_axes(target) for name, target in rules if name == logical_axis), ())
+  shards, over = _split_over(axes, shape)
   if size % shards:
-    over = " x ".join(f"mesh.{axis}={shape[axis]}" for axis in axes)
     raise ConfigError(f"{key}={size} is not divisible by {over}, which shards the {logical_axis!r} axis")
 
 
@@ -90,10 +91,8 @@ def check_shardings(abstract_tree, shardings) -> None:
   flat_shardings = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
   for (path, leaf), named in zip(jax.tree_util.tree_flatten_with_path(abstract_tree)[0], flat_shardings):
     for dim, (size, entry) in enumerate(zip(leaf.shape, named.spec)):
-      axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-      shards = math.prod(named.mesh.shape[axis] for axis in axes)
+      shards, over = _split_over(_as_axes(entry), named.mesh.shape)
       if size % shards:
-        over = " x ".join(f"mesh.{axis}={named.mesh.shape[axis]}" for axis in axes)
         raise ConfigError(
             f"{jax.tree_util.keystr(path, simple=True, separator='/')} has {size} entries in dimension {dim}, "
             f"which cannot be split over {over}; change the model's sizes or the mesh"

@@ -176,10 +176,11 @@ def _train(config, task, trainer, checkpointer, state, batches, writer):
 
 
 def _rows_to_keep(checkpoint_step: int, finished: bool) -> metrics.KeepRow:
-  """Which logged rows stay when resuming from `checkpoint_step`: not those the run is about to write again.
+  """When resuming from `checkpoint_step`, a logged row stays unless the run is about to write it again.
 
-  That is every row after the checkpoint and, if the run had already finished, the
-  final evaluation and sample at its last step (the train rows there came before the save).
+  It writes again every step after the checkpoint and, if the run had already
+  finished, the final evaluation and sample at its last step (the train rows at that
+  step were logged before the checkpoint was saved).
   """
 
   def keep(step: int, split: str) -> bool:
@@ -199,14 +200,15 @@ def report_config_changes(config, workdir: str) -> None:
 def restore_for_inference(config, workdir: str):
   """(task, trainer, state) from the newest checkpoint in `workdir`, for --mode=eval|sample."""
   task_class = check_config(config)
-  directory = os.path.join(workdir, "checkpoints")
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  no_checkpoint = UserError(f"no checkpoint in {directory}: train first (--mode=train)")
   if not os.path.isdir(directory):
-    raise UserError(f"no checkpoint in {os.path.abspath(directory)}: train first (--mode=train)")
+    raise no_checkpoint
   task, trainer, checkpointer = setup(config, workdir, task_class, create=False)
   report_config_changes(config, workdir)
   restored = checkpointer.restore_latest(trainer.abstract_state)
   if restored is None:
-    raise UserError(f"no checkpoint in {checkpointer.directory}: train first (--mode=train)")
+    raise no_checkpoint
   return task, trainer, restored[0]
 
 
