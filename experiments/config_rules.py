@@ -40,7 +40,6 @@ Schema = Mapping[str, "Rule | Schema"]
 SECTION_TYPES = (Mapping, ml_collections.ConfigDict)  # a ConfigDict is not a Mapping
 
 TEXT = Rule(str, "a string")
-FLAG = Rule(bool, "True or False")
 
 
 def integer(minimum: int = 1, below: int | None = None) -> Rule:
@@ -64,10 +63,6 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False, high_o
 def one_of(choices: Iterable[str]) -> Rule:
   choices = tuple(choices)
   return Rule(str, f"one of {choices}", lambda v: v in choices)
-
-
-def optional(rule: Rule) -> Rule:
-  return dataclasses.replace(rule, required=False)
 
 
 def fields_of(cls: type, exclude: Iterable[str] = ()) -> dict[str, Rule]:

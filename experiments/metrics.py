@@ -90,10 +90,11 @@ def discard_rows(workdir: str, keep: KeepRow) -> None:
   jsonl = os.path.join(workdir, JSONL_FILE)
   if os.path.exists(jsonl):
     with open(jsonl, encoding="utf-8") as f:
-      lines = f.readlines()
-    kept = [line for line in lines if _keep_json_line(line, keep)]
-    if len(kept) != len(lines):
-      _replace(jsonl, b"".join(line.encode() for line in kept))
+      content = f.read()
+    # Each kept row ends its line, even one whose newline a kill cut off: the next run appends.
+    kept = "".join(line + "\n" for line in content.splitlines() if _keep_json_line(line, keep))
+    if kept != content:
+      _replace(jsonl, kept.encode())
   for path in sorted(glob.glob(os.path.join(workdir, TENSORBOARD_DIR, "events.out.tfevents.*"))):
     _discard_events(path, keep)
 

@@ -11,7 +11,7 @@ from decoders.errors import ConfigError
 from decoders.layers import partitioning
 from decoders.models import decoder_lm
 from experiments import sharding
-from experiments.config_rules import TEXT, fields_of, integer, number, one_of
+from experiments.config_rules import TEXT, fields_of, integer, number, one_of, show
 from experiments.data import pipeline, shakespeare
 from experiments.tasks.base import Task
 
@@ -46,7 +46,7 @@ class LanguageModelTask(Task):
     prompt = config.sample.prompt
     if not 0 < len(prompt) <= context:
       raise ConfigError(
-          f"sample.prompt={prompt!r} has {len(prompt)} characters; it needs 1 to data.context_length={context}"
+          f"sample.prompt={show(prompt)} has {len(prompt)} characters; it needs 1 to data.context_length={context}"
       )
 
   def __init__(self, config):
@@ -62,7 +62,7 @@ class LanguageModelTask(Task):
     unknown = sorted(set(config.sample.prompt) - set(self.tokenizer.vocabulary))
     if unknown:
       raise ConfigError(
-          f"sample.prompt={config.sample.prompt!r} has characters {''.join(unknown)!r} that are not in "
+          f"sample.prompt={show(config.sample.prompt)} has characters {show(''.join(unknown))} that are not in "
           f"the {self.tokenizer.vocab_size}-character vocabulary of data.name={data.name!r}"
       )
     self.model_config = model_config(config, self.tokenizer.vocab_size)

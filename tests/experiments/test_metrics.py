@@ -49,3 +49,14 @@ def test_a_row_cut_short_by_a_kill_is_dropped(tmp_path):
   jsonl, events = _rows(tmp_path)  # _rows asserts the event file now ends cleanly
   assert jsonl == [(2, "train"), (4, "train"), (4, "eval")]  # the text sample goes to TensorBoard only
   assert events == [(2, "train"), (4, "train"), (4, "eval"), (4, "sample")]
+
+
+def test_a_row_whose_newline_a_kill_cut_off_ends_its_line(tmp_path):
+  _write_run(tmp_path, [2])
+  with open(tmp_path / metrics.JSONL_FILE, "a", encoding="utf-8") as f:
+    f.write('{"step": 3, "split": "train", "loss": 1.0}')  # whole, but the newline never came
+
+  metrics.discard_rows(str(tmp_path), lambda step, split: True)
+  _write_run(tmp_path, [4])  # the resumed run appends
+
+  assert _rows(tmp_path)[0] == [(2, "train"), (2, "eval"), (3, "train"), (4, "train"), (4, "eval")]
