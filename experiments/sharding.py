@@ -24,6 +24,7 @@ DEFAULT_RULES = (
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),  # GQA key/value heads: split like the query heads they serve
     ("vocab", "tensor"),
     ("kv", None),
     ("length", None),

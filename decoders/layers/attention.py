@@ -1,10 +1,13 @@
 """Multi-head scaled dot-product attention (Vaswani et al. 2017, eq. 1).
 
-Two interchangeable kernels compute softmax(q k^T / sqrt(d)) v:
+Two interchangeable kernels compute softmax(q k^T / sqrt(d) + bias) v under a boolean mask
+(decoders/layers/masks.py):
   "xla":    `jax.nn.dot_product_attention`, which lets each backend pick a fused
             kernel (cuDNN flash attention on GPU, XLA elsewhere);
   "einsum": the explicit einsum path, the reference the tests compare against,
             and the only one that supports dropout on the attention weights.
+Key and value may have fewer heads than the query: grouped-query attention (Ainslie et al.
+2023), whose one-head case is multi-query attention (Shazeer 2019).
 """
 from typing import Any
 
@@ -12,43 +15,57 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from decoders.layers.partitioning import EMBED, HEAD_DIM, HEADS, with_axes
+from decoders.errors import ConfigError
+from decoders.layers.partitioning import EMBED, HEAD_DIM, HEADS, KV_HEADS, with_axes
+from decoders.layers.positions import apply_rope
 
 IMPLEMENTATIONS = ("xla", "einsum")
 
 
-def causal_mask(length: int) -> jax.Array:
-  """[1, 1, q, k] boolean mask letting position i attend to positions <= i."""
-  return jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))[None, None]
-
-
-def einsum_attention(query, key, value, mask, dropout_rng=None, dropout_rate=0.0):
-  """Reference attention. query: [b, q, h, d]; key, value: [b, k, h, d]; mask: [b|1, h|1, q, k]."""
-  depth = query.shape[-1]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(depth).astype(query.dtype)
-  logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+def einsum_attention(query, key, value, mask, dropout_rng=None, dropout_rate=0.0, bias=None):
+  """Reference attention. query: [b, q, h, d]; key, value: [b, k, kv, d] with h % kv == 0;
+  mask (boolean, True = attend) and bias (added to the scaled logits): [b|1, h|1, q, k] or None.
+  """
+  batch, length, heads, depth = query.shape
+  kv_heads = key.shape[-2]
+  # Query head n * group + g reads key/value head n (Ainslie et al. 2023). Grouping the query
+  # heads rather than repeating K/V keeps the key/value cache and its reads kv_heads wide.
+  grouped = query.reshape(batch, length, kv_heads, heads // kv_heads, depth)
+  logits = jnp.einsum("bqngd,bknd->bngqk", grouped, key) / jnp.sqrt(depth).astype(query.dtype)
+  logits = logits.reshape(batch, heads, length, key.shape[1])
+  if bias is not None:
+    logits = logits + bias.astype(logits.dtype)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   # Softmax in float32 whatever the compute dtype: bf16 exponentials lose the tail.
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(value.dtype)
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+  weights = weights.reshape(batch, kv_heads, heads // kv_heads, length, key.shape[1])
+  return jnp.einsum("bngqk,bknd->bqngd", weights, value).reshape(query.shape)
 
 
-def attention(query, key, value, mask, implementation="xla", dropout_rng=None, dropout_rate=0.0):
+def attention(query, key, value, mask, implementation="xla", dropout_rng=None, dropout_rate=0.0, bias=None):
   """Dispatches to one of IMPLEMENTATIONS; both give the same result without dropout."""
   if implementation == "einsum" or (dropout_rng is not None and dropout_rate > 0.0):
-    return einsum_attention(query, key, value, mask, dropout_rng, dropout_rate)
+    return einsum_attention(query, key, value, mask, dropout_rng, dropout_rate, bias)
   if implementation == "xla":
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
+    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, implementation="xla")
   raise ValueError(f"unknown attention implementation {implementation!r}; expected one of {IMPLEMENTATIONS}")
 
 
 class MultiHeadAttention(nn.Module):
-  """Self-attention with `num_heads` heads of size `head_dim` projected back to the input width."""
+  """Self-attention with `num_heads` heads of size `head_dim` projected back to the input width.
+
+  `num_kv_heads` key/value heads (0: one per query head) make it grouped-query attention;
+  `rope_base` > 0 rotates query and key by position (RoPE, Su et al. 2021).
+  """
 
   num_heads: int
   head_dim: int
+  num_kv_heads: int = 0
+  rope_base: float = 0.0
   implementation: str = "xla"
   dropout_rate: float = 0.0
   use_bias: bool = True
@@ -57,22 +74,32 @@ class MultiHeadAttention(nn.Module):
   output_init: Any = nn.initializers.normal(stddev=0.02)
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool):
-    def projection(name):
+  def __call__(self, x, mask, *, deterministic: bool, bias=None, positions=None):
+    """x: [b, length, width]; mask, bias: as `attention`; positions (for RoPE): [b|-, length], default arange."""
+    kv_heads = self.num_kv_heads or self.num_heads
+    if kv_heads < 1 or self.num_heads % kv_heads:
+      raise ConfigError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads} (0: num_heads)")
+
+    def projection(name, heads, heads_axis):
       return nn.DenseGeneral(
-          features=(self.num_heads, self.head_dim),
+          features=(heads, self.head_dim),
           use_bias=self.use_bias,
           dtype=self.dtype,
-          kernel_init=with_axes(self.kernel_init, EMBED, HEADS, HEAD_DIM),
-          bias_init=with_axes(nn.initializers.zeros, HEADS, HEAD_DIM),
+          kernel_init=with_axes(self.kernel_init, EMBED, heads_axis, HEAD_DIM),
+          bias_init=with_axes(nn.initializers.zeros, heads_axis, HEAD_DIM),
           name=name,
       )
 
-    query, key, value = projection("query")(x), projection("key")(x), projection("value")(x)
+    query = projection("query", self.num_heads, HEADS)(x)
+    key = projection("key", kv_heads, KV_HEADS)(x)
+    value = projection("value", kv_heads, KV_HEADS)(x)
+    if self.rope_base > 0:
+      positions = jnp.arange(x.shape[-2]) if positions is None else positions
+      query, key = apply_rope(query, positions, self.rope_base), apply_rope(key, positions, self.rope_base)
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
-    out = attention(query, key, value, mask, self.implementation, dropout_rng, self.dropout_rate)
+    out = attention(query, key, value, mask, self.implementation, dropout_rng, self.dropout_rate, bias)
     return nn.DenseGeneral(
         features=x.shape[-1],
         axis=(-2, -1),

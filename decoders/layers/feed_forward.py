@@ -1,4 +1,9 @@
-"""Position-wise feed-forward blocks (Vaswani et al. 2017, eq. 2), activation chosen by name."""
+"""Position-wise feed-forward blocks (Vaswani et al. 2017, eq. 2), plain or gated, activation chosen by name.
+
+    plain:  x -> W_o act(W_i x)
+    gated:  x -> W_o (act(W_gate x) * W_i x)      (Shazeer 2020, eqs. 5-6: GeGLU, SwiGLU)
+"""
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -7,11 +12,18 @@ import jax.numpy as jnp
 
 from decoders.layers.partitioning import EMBED, MLP, with_axes
 
-ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "gelu": functools.partial(nn.gelu, approximate=False),  # Hendrycks & Gimpel 2016, exact (erf)
+    "gelu_tanh": functools.partial(nn.gelu, approximate=True),  # their tanh approximation (GPT-2, BERT)
+    "swiglu": nn.silu,  # gated, Swish with beta = 1 (LLaMA, Mistral)
+    "geglu": functools.partial(nn.gelu, approximate=False),  # gated
+}
+GATED = ("swiglu", "geglu")
 
 
 class FeedForward(nn.Module):
-  """x -> W2 act(W1 x): widen to `hidden_dim`, apply `activation`, project back."""
+  """Widen to `hidden_dim`, apply `activation` (gating it for GATED ones), project back to the input width."""
 
   hidden_dim: int
   activation: str = "gelu"
@@ -21,21 +33,26 @@ class FeedForward(nn.Module):
   kernel_init: Any = nn.initializers.normal(stddev=0.02)
   output_init: Any = nn.initializers.normal(stddev=0.02)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    width = x.shape[-1]
-    h = nn.Dense(
+  def _widen(self, x: jax.Array, name: str) -> jax.Array:
+    return nn.Dense(
         self.hidden_dim,
         use_bias=self.use_bias,
         dtype=self.dtype,
         kernel_init=with_axes(self.kernel_init, EMBED, MLP),
         bias_init=with_axes(nn.initializers.zeros, MLP),
-        name="wi",
+        name=name,
     )(x)
-    h = ACTIVATIONS[self.activation](h)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    activation = ACTIVATIONS[self.activation]
+    if self.activation in GATED:
+      h = activation(self._widen(x, "wi_gate")) * self._widen(x, "wi")
+    else:
+      h = activation(self._widen(x, "wi"))
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return nn.Dense(
-        width,
+        x.shape[-1],
         use_bias=self.use_bias,
         dtype=self.dtype,
         kernel_init=with_axes(self.output_init, MLP, EMBED),

@@ -14,6 +14,7 @@ LENGTH = "length"
 EMBED = "embed"  # model width
 MLP = "mlp"  # feed-forward hidden width
 HEADS = "heads"
+KV_HEADS = "kv_heads"  # key/value heads, fewer than HEADS under grouped-query attention
 HEAD_DIM = "kv"
 VOCAB = "vocab"
 CONV_IN = "conv_in"

@@ -1,9 +1,12 @@
-"""Decoder-only Transformer language model (GPT: Radford et al. 2018, 2019).
+"""Decoder-only Transformer language model (GPT: Radford et al. 2018, 2019; LLaMA: Touvron et al. 2023).
 
-    tokens -> embed + positions -> N x [x + Attn(Norm(x)), x + FFN(Norm(x))] -> Norm -> logits
+    tokens -> embed (+ positions) -> N x block -> (Norm) -> logits
+    pre-norm block (GPT-2, sec. 2.3):     x + Attn(Norm(x)),  then  x + FFN(Norm(x))
+    post-norm block (Vaswani et al. 2017): Norm(x + Attn(x)), then  Norm(x + FFN(x))
 
-Pre-norm residual blocks as in GPT-2 (Radford et al. 2019, sec. 2.3). Variants are
-chosen by the string fields of `DecoderLMConfig`; named presets live in `PRESETS`.
+Variants are chosen by the string fields of `DecoderLMConfig` (positions, norm,
+activation, attention kernel) and a few sizes (KV heads for GQA/MQA, a sliding
+window); named presets live in `PRESETS`.
 """
 import dataclasses
 
@@ -13,10 +16,12 @@ import jax.numpy as jnp
 
 from decoders.errors import ConfigError
 from decoders.layers import attention as attention_lib
-from decoders.layers import feed_forward, norms
+from decoders.layers import feed_forward, masks, norms
+from decoders.layers import positions as positions_lib
 from decoders.layers.embedding import LearnedPositions, TokenEmbedding
 
-POSITIONS = ("learned",)
+POSITIONS = ("learned", "sinusoidal", "rope")
+NORM_POSITIONS = ("pre", "post")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -28,10 +33,16 @@ class DecoderLMConfig:
   num_heads: int
   mlp_dim: int
   max_len: int
+  # Key/value heads: 0 = num_heads (multi-head); fewer = grouped-query (Ainslie et al. 2023); 1 = multi-query (Shazeer 2019).
+  num_kv_heads: int = 0
   dropout_rate: float = 0.0
-  positions: str = "learned"
+  positions: str = "learned"  # learned (GPT) | sinusoidal (Vaswani et al. 2017) | rope (Su et al. 2021)
+  rope_base: float = 10_000.0
+  sliding_window: int = 0  # 0: full causal attention; W: each token sees the last W tokens (Mistral)
   norm: str = "layernorm"
-  activation: str = "gelu"
+  norm_position: str = "pre"
+  norm_epsilon: float = 1e-5
+  activation: str = "gelu_tanh"  # one of feed_forward.ACTIVATIONS; swiglu and geglu are gated
   attention: str = "xla"  # kernel: one of attention_lib.IMPLEMENTATIONS
   tie_embeddings: bool = True
   use_bias: bool = True
@@ -47,11 +58,21 @@ class DecoderLMConfig:
         raise ConfigError(f"model.{field}={getattr(self, field)} must be positive")
     if self.width % self.num_heads:
       raise ConfigError(f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
+    if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
+      raise ConfigError(f"model.num_heads={self.num_heads} is not divisible by model.num_kv_heads={self.num_kv_heads}")
+    if self.positions == "rope" and self.head_dim % 2:
+      raise ConfigError(f"model.positions='rope' needs an even head dim; width/num_heads={self.head_dim}")
+    if not 0 <= self.sliding_window <= self.max_len:
+      raise ConfigError(f"model.sliding_window={self.sliding_window} must be in [0, model.max_len={self.max_len}]")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ConfigError(f"model.dropout_rate={self.dropout_rate} must be in [0, 1)")
+    for field in ("rope_base", "norm_epsilon"):
+      if not getattr(self, field) > 0:
+        raise ConfigError(f"model.{field}={getattr(self, field)} must be positive")
     choices = {
         "positions": POSITIONS,
         "norm": norms.NORMS,
+        "norm_position": NORM_POSITIONS,
         "activation": tuple(feed_forward.ACTIVATIONS),
         "attention": attention_lib.IMPLEMENTATIONS,
         "dtype": tuple(DTYPES),
@@ -65,26 +86,35 @@ class DecoderLMConfig:
     return self.width // self.num_heads
 
   @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
   def padded_vocab_size(self) -> int:
     return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
   def num_params(self, include_embeddings: bool = False) -> int:
     """Parameter count; without embeddings it is the N of Kaplan et al. 2020's 6N FLOPs/token."""
-    per_layer = 4 * self.width * self.width + 2 * self.width * self.mlp_dim
+    kv_width = self.kv_heads * self.head_dim
+    ffn_inputs = 2 if self.activation in feed_forward.GATED else 1
+    per_layer = 2 * self.width * self.width + 2 * self.width * kv_width + (ffn_inputs + 1) * self.width * self.mlp_dim
     if self.use_bias:
-      per_layer += 4 * self.width + self.mlp_dim + self.width
-    per_layer += 4 * self.width  # two norms, scale and bias
-    total = self.num_layers * per_layer + 2 * self.width
+      per_layer += 2 * self.width + 2 * kv_width + ffn_inputs * self.mlp_dim + self.width
+    norm_size = 2 * self.width if self.norm == "layernorm" else self.width  # scale (and bias)
+    total = self.num_layers * (per_layer + 2 * norm_size) + (norm_size if self.norm_position == "pre" else 0)
     if include_embeddings:
-      total += self.padded_vocab_size * self.width + self.max_len * self.width
-      if not self.tie_embeddings:
-        total += self.padded_vocab_size * self.width
+      total += self.padded_vocab_size * self.width * (1 if self.tie_embeddings else 2)
+      total += self.max_len * self.width if self.positions == "learned" else 0
     return total
 
   def flops_per_token(self, context: int) -> float:
-    """Training FLOPs per token: 6N for the weights plus 6 L T d for attention (Kaplan et al. 2020, table 1)."""
+    """Training FLOPs per token: 6N for the weights plus 6 L T d for attention (Kaplan et al. 2020, table 1).
+
+    T is the number of keys a query sees: the context, or the sliding window if shorter.
+    """
     weights = self.num_params() + self.padded_vocab_size * self.width  # the output projection is a matmul too
-    return 6.0 * weights + 6.0 * self.num_layers * context * self.width
+    keys = min(context, self.sliding_window) if self.sliding_window else context
+    return 6.0 * weights + 6.0 * self.num_layers * keys * self.width
 
 
 PRESETS = {
@@ -105,35 +135,44 @@ class DecoderBlock(nn.Module):
   config: DecoderLMConfig
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool):
+  def __call__(self, x, mask, positions, *, deterministic: bool):
     cfg = self.config
     dtype = DTYPES[cfg.dtype]
     residual_init = nn.initializers.normal(stddev=0.02 / (2 * cfg.num_layers) ** 0.5)  # GPT-2 sec. 2.3
-    h = norms.make_norm(cfg.norm, "attention_norm", dtype)(x)
-    h = attention_lib.MultiHeadAttention(
+    attention = attention_lib.MultiHeadAttention(
         num_heads=cfg.num_heads,
         head_dim=cfg.head_dim,
+        num_kv_heads=cfg.num_kv_heads,
+        rope_base=cfg.rope_base if cfg.positions == "rope" else 0.0,
         implementation=cfg.attention,
         use_bias=cfg.use_bias,
         dtype=dtype,
         output_init=residual_init,
         name="attention",
-    )(h, mask, deterministic=deterministic)
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
-    h = norms.make_norm(cfg.norm, "ffn_norm", dtype)(x)
-    h = feed_forward.FeedForward(
+    )
+    ffn = feed_forward.FeedForward(
         hidden_dim=cfg.mlp_dim,
         activation=cfg.activation,
         use_bias=cfg.use_bias,
         dtype=dtype,
         output_init=residual_init,
         name="ffn",
-    )(h, deterministic=deterministic)
-    return x + nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+    )
+    sublayers = (
+        ("attention_norm", lambda h: attention(h, mask, deterministic=deterministic, positions=positions)),
+        ("ffn_norm", lambda h: ffn(h, deterministic=deterministic)),
+    )
+    for norm_name, sublayer in sublayers:
+      norm = norms.make_norm(cfg.norm, norm_name, dtype, cfg.norm_epsilon)
+      if cfg.norm_position == "pre":
+        x = x + nn.Dropout(cfg.dropout_rate)(sublayer(norm(x)), deterministic=deterministic)
+      else:
+        x = norm(x + nn.Dropout(cfg.dropout_rate)(sublayer(x), deterministic=deterministic))
+    return x
 
 
 class DecoderLM(nn.Module):
-  """Maps tokens [batch, length] to next-token logits [batch, length, vocab] (float32)."""
+  """Maps tokens [batch, length] to next-token logits [batch, length, padded_vocab_size] (float32)."""
 
   config: DecoderLMConfig
 
@@ -141,29 +180,46 @@ class DecoderLM(nn.Module):
     cfg = self.config
     dtype = DTYPES[cfg.dtype]
     self.embed = TokenEmbedding(cfg.padded_vocab_size, cfg.width, dtype=dtype)
-    self.positions = LearnedPositions(cfg.max_len, cfg.width, dtype=dtype)
+    if cfg.positions == "learned":
+      self.learned_positions = LearnedPositions(cfg.max_len, cfg.width, dtype=dtype, name="positions")
     self.embed_dropout = nn.Dropout(cfg.dropout_rate)
     self.blocks = [DecoderBlock(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
-    self.final_norm = norms.make_norm(cfg.norm, "final_norm", dtype)
+    if cfg.norm_position == "pre":  # a post-norm stack already ends in a norm
+      self.final_norm = norms.make_norm(cfg.norm, "final_norm", dtype, cfg.norm_epsilon)
     if not cfg.tie_embeddings:
       self.unembed = nn.Dense(cfg.padded_vocab_size, use_bias=False, dtype=dtype, name="unembed")
 
-  def __call__(self, tokens: jax.Array, *, train: bool = False) -> jax.Array:
-    """Logits [batch, length, padded_vocab_size]; those of padding ids are the float32 minimum."""
+  def __call__(
+      self, tokens: jax.Array, *, train: bool = False, positions: jax.Array | None = None, segment_ids: jax.Array | None = None
+  ) -> jax.Array:
+    """Logits [batch, length, padded_vocab_size]; those of padding ids are the float32 minimum.
+
+    For packed rows (several documents in one row), `segment_ids` [batch, length]
+    (1, 2, ... per document, 0 for padding) keep attention within each document and
+    `positions` [batch, length] restart at 0 for each; by default one document per row.
+    """
+    cfg = self.config
     length = tokens.shape[-1]
-    if length > self.config.max_len:
-      raise ConfigError(f"input length {length} exceeds model.max_len={self.config.max_len}")
-    x = self.embed(tokens) + self.positions(jnp.arange(length))
+    if length > cfg.max_len:
+      raise ConfigError(f"input length {length} exceeds model.max_len={cfg.max_len}")
+    positions = jnp.arange(length)[None] if positions is None else positions
+    x = self.embed(tokens)
+    if cfg.positions == "learned":
+      x = x + self.learned_positions(positions)
+    elif cfg.positions == "sinusoidal":
+      x = x + positions_lib.sinusoidal(positions, cfg.width).astype(x.dtype)
     x = self.embed_dropout(x, deterministic=not train)
-    mask = attention_lib.causal_mask(length)
+    causal = masks.sliding_window_mask(length, cfg.sliding_window) if cfg.sliding_window else masks.causal_mask(length)
+    mask = masks.combine(causal, None if segment_ids is None else masks.segment_mask(segment_ids))
     for block in self.blocks:
-      x = block(x, mask, deterministic=not train)
-    x = self.final_norm(x)
-    logits = (self.embed.attend(x) if self.config.tie_embeddings else self.unembed(x)).astype(jnp.float32)
-    if self.config.padded_vocab_size > self.config.vocab_size:
+      x = block(x, mask, positions, deterministic=not train)
+    if cfg.norm_position == "pre":
+      x = self.final_norm(x)
+    logits = (self.embed.attend(x) if cfg.tie_embeddings else self.unembed(x)).astype(jnp.float32)
+    if cfg.padded_vocab_size > cfg.vocab_size:
       # The float32 minimum rather than -inf: softmax gives it exactly 0 probability,
       # and a one-hot cross-entropy multiplies it by 0 without making a NaN.
-      real = jnp.arange(self.config.padded_vocab_size) < self.config.vocab_size
+      real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
       logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
     return logits
 

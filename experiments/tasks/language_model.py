@@ -38,6 +38,7 @@ class LanguageModelTask(Task):
       raise ConfigError(f"data.context_length={context} exceeds model.max_len={model.max_len}")
     for key, size, axis in (
         ("model.num_heads", model.num_heads, partitioning.HEADS),
+        ("model.num_kv_heads", model.kv_heads, partitioning.KV_HEADS),  # 0 means num_heads
         ("model.mlp_dim", model.mlp_dim, partitioning.MLP),
         ("model.vocab_multiple", model.vocab_multiple, partitioning.VOCAB),  # the padded vocabulary is its multiple
         ("model.width", model.width, partitioning.EMBED),

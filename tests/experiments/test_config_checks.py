@@ -127,6 +127,14 @@ CASES = {
     "two free mesh axes": ({"mesh.data": -1, "mesh.fsdp": -1}, "at most one of mesh"),
     "mesh axis of 0": ({"mesh.tensor": 0}, "mesh.tensor=0"),
     "heads not divisible by tensor": ({"mesh.data": 1, "mesh.fsdp": 2, "mesh.tensor": 4}, "model.num_heads=2", "mesh.tensor=4"),
+    "kv heads not divisible by tensor": (
+        {"mesh.data": 2, "mesh.tensor": 4, "model.num_heads": 4, "model.num_kv_heads": 2},
+        "model.num_kv_heads=2",
+        "mesh.tensor=4",
+    ),
+    "kv heads not dividing heads": ({"model.num_heads": 4, "model.num_kv_heads": 3}, "model.num_kv_heads=3"),
+    "rope with an odd head dim": ({"model.positions": "rope", "model.width": 36, "model.num_heads": 4}, "even head dim"),
+    "window longer than the context": ({"model.sliding_window": 32}, "model.sliding_window=32"),
     "mlp not divisible by tensor": (
         {"mesh.data": 1, "mesh.tensor": 8, "model.num_heads": 8, "model.width": 64, "model.mlp_dim": 60},
         "model.mlp_dim=60",

@@ -1,34 +1,108 @@
-"""The two attention kernels compute the same function (DESIGN.md: xla path == einsum path)."""
+"""The two attention kernels compute the same function (DESIGN.md: xla path == einsum path),
+for every mask kind and for grouped-query attention (Ainslie et al. 2023)."""
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
-from decoders.layers import attention
+from decoders.errors import ConfigError
+from decoders.layers import attention, masks
 
 # Two float32 implementations of the same softmax: they differ only in summation order.
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+BATCH, LENGTH, HEADS, DEPTH = 2, 5, 4, 8
+
+MASKS = {
+    "causal": lambda: masks.causal_mask(LENGTH),
+    "sliding_window": lambda: masks.sliding_window_mask(LENGTH, 2),
+    "padding": lambda: masks.padding_mask(np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])),
+    "prefix_lm": lambda: masks.prefix_lm_mask(LENGTH, np.array([2, 0])),
+    "packed": lambda: masks.combine(
+        masks.causal_mask(LENGTH), masks.segment_mask(np.array([[1, 1, 2, 2, 0], [1, 1, 1, 2, 2]]))
+    ),
+}
+
+_kernel = jax.jit(attention.attention, static_argnames="implementation")
+
+
+def _qkv(seed, kv_heads, length=LENGTH):
+  # numpy inputs: XLA:CPU takes seconds to compile a rank-5 jax.random.normal.
+  rng = np.random.default_rng(seed)
+  q = rng.normal(size=(BATCH, length, HEADS, DEPTH)).astype(np.float32)
+  k, v = rng.normal(size=(2, BATCH, length, kv_heads, DEPTH)).astype(np.float32)
+  return q, k, v
+
+
+def _bias(seed, length=LENGTH):
+  return np.random.default_rng(seed).normal(size=(1, HEADS, length, length)).astype(np.float32)
+
+
+def _reference_mha(q, k, v, mask, bias):
+  """Vaswani et al. 2017, eq. 1 in numpy, one key/value head per query head."""
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1]) + bias
+  logits = np.where(mask, logits, -np.inf)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  return np.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 @pytest.mark.parametrize("length", [1, 7])
 def test_xla_and_einsum_kernels_agree_under_causal_mask(length):
-  # numpy inputs: XLA:CPU takes seconds to compile a rank-5 jax.random.normal.
   q, k, v = np.random.default_rng(0).normal(size=(3, 2, length, 4, 8)).astype(np.float32)
-  mask = attention.causal_mask(length)
-  kernel = jax.jit(attention.attention, static_argnames="implementation")
-  xla = kernel(q, k, v, mask, implementation="xla")
-  einsum = kernel(q, k, v, mask, implementation="einsum")
+  mask = masks.causal_mask(length)
+  xla = _kernel(q, k, v, mask, implementation="xla")
+  einsum = _kernel(q, k, v, mask, implementation="einsum")
   assert xla.shape == (2, length, 4, 8)
   np.testing.assert_allclose(xla, einsum, **TOLERANCE)
 
 
-def test_causal_mask_lets_position_i_see_only_positions_up_to_i():
-  mask = np.asarray(attention.causal_mask(4))[0, 0]
-  np.testing.assert_array_equal(mask, np.tril(np.ones((4, 4), bool)))
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+def test_xla_and_einsum_kernels_agree(mask_kind, kv_heads, with_bias):
+  q, k, v = _qkv(0, kv_heads)
+  mask, bias = MASKS[mask_kind](), _bias(1) if with_bias else None
+  xla = _kernel(q, k, v, mask, implementation="xla", bias=bias)
+  einsum = _kernel(q, k, v, mask, implementation="einsum", bias=bias)
+  assert xla.shape == einsum.shape == (BATCH, LENGTH, HEADS, DEPTH)
+  np.testing.assert_allclose(xla, einsum, **TOLERANCE)
+
+
+@pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
+def test_grouped_attention_with_one_kv_head_per_query_head_is_multi_head_attention(implementation):
+  q, k, v = _qkv(2, HEADS)
+  mask, bias = MASKS["packed"](), _bias(3)
+  out = _kernel(q, k, v, mask, implementation=implementation, bias=bias)
+  np.testing.assert_allclose(out, _reference_mha(q, k, v, np.asarray(mask), bias), **TOLERANCE)
+
+
+@pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
+@pytest.mark.parametrize("kv_heads", [2, 1])
+def test_grouped_attention_is_multi_head_attention_with_each_kv_head_repeated(implementation, kv_heads):
+  # The definition (Ainslie et al. 2023): query head i reads key/value head i // (heads // kv_heads).
+  q, k, v = _qkv(4, kv_heads)
+  mask, bias = MASKS["prefix_lm"](), _bias(5)
+  out = _kernel(q, k, v, mask, implementation=implementation, bias=bias)
+  k, v = np.repeat(k, HEADS // kv_heads, axis=2), np.repeat(v, HEADS // kv_heads, axis=2)
+  np.testing.assert_allclose(out, _kernel(q, k, v, mask, implementation=implementation, bias=bias), **TOLERANCE)
+  np.testing.assert_allclose(out, _reference_mha(q, k, v, np.asarray(mask), bias), **TOLERANCE)
+
+
+@pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
+def test_a_fully_masked_key_never_influences_the_output(implementation):
+  q, k, v = _qkv(6, 2)
+  mask = masks.combine(masks.causal_mask(LENGTH), masks.padding_mask(np.array([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]])))
+  out = _kernel(q, k, v, mask, implementation=implementation, bias=_bias(7))
+  k[0, 2], v[0, 2] = 9.0, -9.0  # the padding key of row 0
+  changed = _kernel(q, k, v, mask, implementation=implementation, bias=_bias(7))
+  np.testing.assert_array_equal(out, changed)
+  k[0, 3] = 9.0  # a real key of row 0: visible from query 3 on
+  assert not np.allclose(out[0, 3:], _kernel(q, k, v, mask, implementation=implementation, bias=_bias(7))[0, 3:])
 
 
 def test_einsum_kernel_ignores_masked_keys():
   q, k, v = np.random.default_rng(1).normal(size=(3, 1, 5, 2, 4)).astype(np.float32)
-  mask = attention.causal_mask(5)
+  mask = masks.causal_mask(5)
   kernel = jax.jit(attention.einsum_attention)
   out = kernel(q, k, v, mask)
   # Changing the last key/value can only affect the last query.
@@ -38,7 +112,83 @@ def test_einsum_kernel_ignores_masked_keys():
   assert not np.allclose(out[:, -1], out2[:, -1])
 
 
+def test_einsum_kernel_applies_dropout_to_grouped_attention():
+  q, k, v = _qkv(8, 2)
+  mask = masks.causal_mask(LENGTH)
+  kernel = jax.jit(attention.einsum_attention, static_argnames="dropout_rate")
+  dropped = kernel(q, k, v, mask, jax.random.key(0), dropout_rate=0.5)
+  assert dropped.shape == q.shape
+  assert not np.allclose(dropped, kernel(q, k, v, mask))
+
+
 def test_unknown_implementation_is_rejected():
   q = np.zeros((1, 2, 1, 4), np.float32)
   with pytest.raises(ValueError, match="flash"):
-    attention.attention(q, q, q, attention.causal_mask(2), implementation="flash")
+    attention.attention(q, q, q, masks.causal_mask(2), implementation="flash")
+
+
+WIDTH = 16
+
+
+def _init(**fields):
+  module = attention.MultiHeadAttention(num_heads=HEADS, head_dim=4, **fields)
+  x = np.random.default_rng(9).normal(size=(BATCH, LENGTH, WIDTH)).astype(np.float32)
+  return module, x, jax.jit(lambda x: module.init(jax.random.key(0), x, masks.causal_mask(LENGTH), deterministic=True))(x)
+
+
+def _shapes_and_axes(params):
+  """Each parameter's shape and logical axis names."""
+  return jax.tree_util.tree_map(lambda p: (p.value.shape, p.names), params, is_leaf=lambda p: isinstance(p, nn.Partitioned))
+
+
+@pytest.mark.parametrize("num_kv_heads", [0, HEADS])
+def test_multi_head_attention_parameters_are_unchanged_without_grouping(num_kv_heads):
+  # Checkpoints written before grouped-query attention must still load: names and shapes as they were.
+  _, _, variables = _init(num_kv_heads=num_kv_heads)
+  shapes = jax.tree_util.tree_map(lambda p: p.shape, nn.unbox(variables))
+  assert shapes == {
+      "params": {
+          "query": {"kernel": (WIDTH, HEADS, 4), "bias": (HEADS, 4)},
+          "key": {"kernel": (WIDTH, HEADS, 4), "bias": (HEADS, 4)},
+          "value": {"kernel": (WIDTH, HEADS, 4), "bias": (HEADS, 4)},
+          "out": {"kernel": (HEADS, 4, WIDTH), "bias": (WIDTH,)},
+      }
+  }
+
+
+def test_grouped_query_attention_projects_to_fewer_key_value_heads():
+  module, x, variables = _init(num_kv_heads=2)
+  axes = _shapes_and_axes(variables)["params"]
+  assert axes["query"]["kernel"] == ((WIDTH, HEADS, 4), ("embed", "heads", "kv"))
+  for name in ("key", "value"):
+    assert axes[name]["kernel"] == ((WIDTH, 2, 4), ("embed", "kv_heads", "kv"))
+    assert axes[name]["bias"] == ((2, 4), ("kv_heads", "kv"))
+  apply = jax.jit(lambda v, bias: module.apply(v, x, masks.causal_mask(LENGTH), deterministic=True, bias=bias))
+  einsum = attention.MultiHeadAttention(num_heads=HEADS, head_dim=4, num_kv_heads=2, implementation="einsum")
+  apply_einsum = jax.jit(
+      lambda v, bias: einsum.apply(v, x, masks.causal_mask(LENGTH), deterministic=True, bias=bias)
+  )
+  out = apply(variables, _bias(10))
+  assert out.shape == x.shape
+  np.testing.assert_allclose(out, apply_einsum(variables, _bias(10)), **TOLERANCE)
+  assert not np.allclose(out, apply(variables, None))  # the bias reaches the logits
+
+
+def test_kv_heads_that_do_not_divide_the_heads_are_a_config_error():
+  with pytest.raises(ConfigError, match="num_kv_heads=3.*num_heads=4"):
+    _init(num_kv_heads=3)
+
+
+def test_rotary_attention_depends_only_on_relative_positions():
+  # RoPE (Su et al. 2021) rotates query and key alike, so shifting every position changes nothing.
+  rotary, x, variables = _init(num_kv_heads=2, rope_base=10_000.0)
+  plain = attention.MultiHeadAttention(num_heads=HEADS, head_dim=4, num_kv_heads=2)
+  assert _shapes_and_axes(variables) == _shapes_and_axes(_init(num_kv_heads=2)[2])  # no parameters of its own
+  mask = masks.causal_mask(LENGTH)
+  apply = jax.jit(
+      lambda module, positions: module.apply(variables, x, mask, deterministic=True, positions=positions), static_argnums=0
+  )
+  out = apply(rotary, None)
+  np.testing.assert_allclose(out, apply(rotary, np.arange(LENGTH) + 3), **TOLERANCE)
+  np.testing.assert_allclose(out, apply(rotary, np.tile(np.arange(LENGTH), (BATCH, 1))), **TOLERANCE)
+  assert not np.allclose(out, apply(plain, None))

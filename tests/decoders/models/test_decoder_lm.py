@@ -75,7 +75,7 @@ def test_width_not_divisible_by_heads_raises_config_error_naming_the_fields():
 
 
 @pytest.mark.parametrize(
-    "field, value", [("attention", "flash"), ("num_layers", 0), ("dropout_rate", 1.0), ("norm", "rmsnorm")]
+    "field, value", [("attention", "flash"), ("num_layers", 0), ("dropout_rate", 1.0), ("norm", "batchnorm")]
 )
 def test_impossible_values_raise_config_error_naming_the_field(field, value):
   with pytest.raises(decoders.ConfigError, match=rf"model\.{field}="):
@@ -105,3 +105,78 @@ def test_a_padded_vocabulary_is_never_predicted_and_changes_nothing_real():
   table = params["embed"]["embedding"]
   moved = {**params, "embed": {"embedding": table.at[13:].set(5.0)}}
   np.testing.assert_array_equal(forward(moved, tokens), logits)
+
+
+VARIANTS = {
+    "gpt2-like": dict(),
+    "llama-like": dict(positions="rope", norm="rmsnorm", activation="swiglu", use_bias=False, tie_embeddings=False),
+    "gqa": dict(num_heads=4, num_kv_heads=2, positions="rope"),
+    "mqa": dict(num_heads=4, num_kv_heads=1),
+    "mistral-like": dict(num_heads=4, num_kv_heads=2, positions="rope", sliding_window=3, norm="rmsnorm", activation="swiglu"),
+    "post-norm sinusoidal": dict(norm_position="post", positions="sinusoidal", activation="relu"),
+    "geglu": dict(activation="geglu", norm="rmsnorm", use_bias=False),
+}
+
+
+def _init(config):
+  return nn.unbox(decoder_lm.DecoderLM(config).init(jax.random.key(0), jnp.zeros((1, config.max_len), jnp.int32))["params"])
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_num_params_counts_the_parameters_the_model_has(variant):
+  config = dataclasses.replace(CONFIG, **VARIANTS[variant])
+  params = jax.eval_shape(lambda: _init(config))
+  assert sum(x.size for x in jax.tree.leaves(params)) == config.num_params(include_embeddings=True)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_is_causal(variant):
+  config = dataclasses.replace(CONFIG, **VARIANTS[variant])
+  forward, params, tokens = _forward(config), _init(config), _tokens(4)
+  changed = tokens.copy()
+  changed[:, 5] = (changed[:, 5] + 1) % CONFIG.vocab_size
+  before, after = forward(params, tokens), forward(params, changed)
+  np.testing.assert_array_equal(before[:, :5], after[:, :5])
+  assert not np.allclose(before[:, 5:], after[:, 5:])
+
+
+def test_a_sliding_window_sees_only_the_last_w_tokens():
+  # One layer, so the receptive field is exactly the window (more layers widen it by W - 1 each).
+  config = dataclasses.replace(CONFIG, num_layers=1, sliding_window=3)
+  forward, params, tokens = _forward(config), _init(config), _tokens(5)
+  changed = tokens.copy()
+  changed[:, 1] = (changed[:, 1] + 1) % CONFIG.vocab_size
+  before, after = forward(params, tokens), forward(params, changed)
+  assert not np.allclose(before[:, 1:4], after[:, 1:4])  # positions 1, 2, 3 see token 1
+  np.testing.assert_array_equal(before[:, 4:], after[:, 4:])  # position 4 sees 2, 3, 4 only
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
+def test_a_packed_row_gives_each_document_the_logits_it_has_alone(positions):
+  config = dataclasses.replace(CONFIG, positions=positions)
+  params, model = _init(config), decoder_lm.DecoderLM(config)
+  first, second = _tokens(6, length=5)[0], _tokens(7, length=3)[0]
+  packed = np.concatenate([first, second])[None]
+  segment_ids = np.array([[1] * 5 + [2] * 3])
+  restarted = np.array([[0, 1, 2, 3, 4, 0, 1, 2]])
+
+  logits = model.apply({"params": params}, packed, positions=restarted, segment_ids=segment_ids)
+
+  alone = [model.apply({"params": params}, doc[None]) for doc in (first, second)]
+  np.testing.assert_allclose(logits[0, :5], alone[0][0], **TOLERANCE)
+  np.testing.assert_allclose(logits[0, 5:], alone[1][0], **TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_heads=4, num_kv_heads=3), "model.num_heads=4 is not divisible by model.num_kv_heads=3"),
+        (dict(num_heads=2, width=18, positions="rope"), "needs an even head dim; width/num_heads=9"),
+        (dict(sliding_window=9), "model.sliding_window=9 must be in [0, model.max_len=8]"),
+        (dict(norm_position="sandwich"), "model.norm_position='sandwich'"),
+    ],
+)
+def test_impossible_combinations_are_named(overrides, message):
+  with pytest.raises(decoders.ConfigError) as raised:
+    dataclasses.replace(CONFIG, **overrides)
+  assert message in str(raised.value)
