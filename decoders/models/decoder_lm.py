@@ -19,6 +19,7 @@ from decoders.layers import attention as attention_lib
 from decoders.layers import feed_forward, masks, norms
 from decoders.layers import positions as positions_lib
 from decoders.layers.embedding import LearnedPositions, TokenEmbedding
+from decoders.layers.partitioning import EMBED, VOCAB, with_axes
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORM_POSITIONS = ("pre", "post")
@@ -117,11 +118,36 @@ class DecoderLMConfig:
     return 6.0 * weights + 6.0 * self.num_layers * keys * self.width
 
 
+# The two architectures the presets below are made of; a preset adds its sizes.
+GPT2 = dict(positions="learned", norm="layernorm", activation="gelu_tanh", use_bias=True, tie_embeddings=True)
+LLAMA = dict(positions="rope", norm="rmsnorm", activation="swiglu", use_bias=False, tie_embeddings=False)
+
+# Published shapes: num_params(include_embeddings=True) gives each model's published count
+# (tests/decoders/models/test_presets.py). The family names are their first member.
 PRESETS = {
     # nanoGPT's character-level Shakespeare model, scaled to a 2-core CPU.
-    "shakespeare_char": dict(num_layers=4, width=128, num_heads=4, mlp_dim=512, max_len=64),
-    # GPT-2 small (Radford et al. 2019, table 2).
-    "gpt2": dict(vocab_size=50257, num_layers=12, width=768, num_heads=12, mlp_dim=3072, max_len=1024),
+    "shakespeare_char": dict(GPT2, num_layers=4, width=128, num_heads=4, mlp_dim=512, max_len=64),
+    # GPT-2 small and medium (Radford et al. 2019, table 2 lists them as 117 M and 345 M; the
+    # released weights count 124 M and 355 M).
+    "gpt2": dict(GPT2, vocab_size=50257, num_layers=12, width=768, num_heads=12, mlp_dim=3072, max_len=1024),
+    "gpt2-medium": dict(GPT2, vocab_size=50257, num_layers=24, width=1024, num_heads=16, mlp_dim=4096, max_len=1024),
+    # LLaMA-2-7B (Touvron et al. 2023b, table 1): 6.74 B.
+    "llama": dict(LLAMA, vocab_size=32000, num_layers=32, width=4096, num_heads=32, mlp_dim=11008, max_len=4096),
+    # Mistral-7B (Jiang et al. 2023, table 1): 8 KV heads, a 4,096-token window: 7.24 B.
+    "mistral": dict(
+        LLAMA, vocab_size=32000, num_layers=32, width=4096, num_heads=32, num_kv_heads=8, mlp_dim=14336,
+        max_len=32768, sliding_window=4096,
+    ),
+    # LLaMA-3-8B (Llama Team 2024, table 3): 128 K vocabulary, 8 KV heads, RoPE base 500,000: 8.03 B.
+    "llama-3-8b": dict(
+        LLAMA, vocab_size=128256, num_layers=32, width=4096, num_heads=32, num_kv_heads=8, mlp_dim=14336,
+        max_len=8192, rope_base=500_000.0,
+    ),
+    # SmolLM2-135M (Allal et al. 2025): a deep, narrow LLaMA with 3 KV heads and tied embeddings: 135 M.
+    "smollm2-135m": dict(
+        LLAMA, vocab_size=49152, num_layers=30, width=576, num_heads=9, num_kv_heads=3, mlp_dim=1536,
+        max_len=8192, rope_base=100_000.0, tie_embeddings=True,
+    ),
 }
 
 
@@ -187,7 +213,13 @@ class DecoderLM(nn.Module):
     if cfg.norm_position == "pre":  # a post-norm stack already ends in a norm
       self.final_norm = norms.make_norm(cfg.norm, "final_norm", dtype, cfg.norm_epsilon)
     if not cfg.tie_embeddings:
-      self.unembed = nn.Dense(cfg.padded_vocab_size, use_bias=False, dtype=dtype, name="unembed")
+      self.unembed = nn.Dense(
+          cfg.padded_vocab_size,
+          use_bias=False,
+          dtype=dtype,
+          kernel_init=with_axes(nn.initializers.lecun_normal(), EMBED, VOCAB),  # flax's default init, with axis names
+          name="unembed",
+      )
 
   def __call__(
       self, tokens: jax.Array, *, train: bool = False, positions: jax.Array | None = None, segment_ids: jax.Array | None = None

@@ -3,18 +3,23 @@
 `train.check_config` reads no data and creates nothing, so these run in milliseconds;
 tests/test_run.py shows that run.py prints the same errors as one line, in every mode.
 """
+import importlib
 import math
+import pathlib
 
 import ml_collections
 import pytest
 
-from configs import digits_autoencoder, shakespeare_char
+import configs
+from configs import shakespeare_char
 from decoders.errors import ConfigError
 from experiments import config_rules, train
 
+# Every config in configs/, so a new one is swept as soon as it exists.
 CONFIGS = {
-    "shakespeare_char": shakespeare_char.get_config,
-    "digits_autoencoder": digits_autoencoder.get_config,
+    path.stem: importlib.import_module(f"configs.{path.stem}").get_config
+    for path in sorted(pathlib.Path(configs.__file__).parent.glob("*.py"))
+    if path.stem != "__init__"
 }
 # Free text: any string is a valid directory or prompt here (their contents are checked later).
 FREE_TEXT = {"data.data_dir", "data.source_dir", "sample.prompt"}

@@ -66,3 +66,14 @@ def test_sharded_steps_match_the_single_device_steps(single_device_run, mesh_sha
     name = jax.tree_util.keystr(path)
     atol = KEY_BIAS_ATOL if name.endswith("['key']['bias']") else ATOL
     np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=atol, err_msg=name)
+
+
+def test_an_untied_output_projection_is_sharded_too(data_dir):
+  from configs import llama
+
+  config = llama.get_config("test")
+  config.data.data_dir = data_dir
+  mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2), devices=jax.devices()[:8])
+  trainer = Trainer(tasks.build(config), config, mesh)
+  spec = trainer.state_shardings.params["unembed"]["kernel"].spec
+  assert tuple(spec) == ("fsdp", "tensor")  # embed x vocab, like the tied table

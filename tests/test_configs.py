@@ -1,0 +1,37 @@
+"""Each config in configs/ says how to run it, and each architecture config trains the architecture it names."""
+import jax
+import numpy as np
+import pytest
+
+from experiments import train
+from tests.experiments.test_config_checks import CONFIGS
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_config_docstring_holds_its_run_command(name):
+  module = __import__(f"configs.{name}", fromlist=["get_config"])
+  assert f"python run.py --config=configs/{name}.py" in module.__doc__
+
+
+def _paths(tree):
+  return [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral"])
+def test_an_architecture_config_trains_the_architecture_it_names(name, data_dir, tmp_path):
+  config = CONFIGS[name]("test")
+  config.data.data_dir = data_dir
+  final = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(final["loss"]) and final["loss"] < np.log(82)  # better than uniform over the characters
+
+  _, trainer, _ = train.setup(config, str(tmp_path))
+  params = trainer.abstract_state.params
+  paths = _paths(params)
+  heads, width = config.model.num_heads, config.model.width
+  if name == "gpt2":
+    assert "positions/embedding" in paths and any(p.endswith("/bias") for p in paths) and "unembed/kernel" not in paths
+  else:  # LLaMA and Mistral: rotary positions, no biases, RMSNorm, SwiGLU, a separate output projection
+    assert "positions/embedding" not in paths and not any(p.endswith("/bias") for p in paths)
+    assert "unembed/kernel" in paths and "block_0/ffn/wi_gate/kernel" in paths
+  kv_heads = heads // 2 if name == "mistral" else heads
+  assert params["block_0"]["attention"]["key"]["kernel"].shape == (width, kv_heads, width // heads)
