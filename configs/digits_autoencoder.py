@@ -23,7 +23,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       weight_decay=1e-4,
       clip_norm=1.0,
   )
-  config.train = dict(num_steps=2000, log_every=50, eval_every=500, eval_batches=0, checkpoint_every=500, keep_checkpoints=2)
+  config.train = dict(
+      num_steps=2000,
+      log_every=50,
+      eval_every=500,
+      eval_batches=0,
+      checkpoint_every=500,
+      keep_checkpoints=2,
+      profile_steps=0,  # > 0: trace that many steps with jax.profiler into <workdir>/profile
+  )
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
   if variant == "test":
     config.data.batch_size = 32

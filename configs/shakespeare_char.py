@@ -51,6 +51,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       eval_batches=8,  # batches per periodic evaluation; the final one uses the whole split
       checkpoint_every=500,
       keep_checkpoints=3,
+      profile_steps=0,  # > 0: trace that many steps with jax.profiler into <workdir>/profile
   )
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
   config.sample = dict(prompt="ROMEO:\n", num_tokens=300, temperature=0.8)

@@ -24,6 +24,7 @@ from experiments.config_rules import TEXT, integer
 from experiments.data.pipeline import BatchIterator
 from experiments.errors import DivergedError, UserError
 from experiments.metrics import MetricsWriter, ProgressBar, mean_metrics
+from experiments.profiling import StepProfiler
 from experiments.trainer import Trainer
 
 # The keys this loop reads; the optimizer, the mesh and the task declare theirs.
@@ -38,6 +39,7 @@ CONFIG_SCHEMA = {
         "eval_batches": integer(0),  # batches per periodic evaluation; 0: all of them
         "checkpoint_every": integer(1),
         "keep_checkpoints": integer(1),
+        "profile_steps": integer(0),  # steps traced with jax.profiler into <workdir>/profile; 0: none
     },
 }
 
@@ -93,7 +95,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     batches.set_state(data_state)
     writer = MetricsWriter(workdir)
     try:
-      state = _train(config, task, trainer, checkpointer, state, batches, writer)
+      state = _train(config, task, trainer, checkpointer, state, batches, writer, workdir)
       final = trainer.evaluate(state.params, task.eval_batches())
       step = int(state.step)
       writer.write(step, "eval", final)
@@ -107,11 +109,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return final
 
 
-def _train(config, task, trainer, checkpointer, state, batches, writer):
+def _train(config, task, trainer, checkpointer, state, batches, writer, workdir):
   """Steps `state` to config.train.num_steps; stops early (checkpointed) on divergence or a stop signal."""
   step, num_steps, train = int(state.step), config.train.num_steps, config.train
   eval_batches = task.eval_batches()
   bar = ProgressBar(step, num_steps, task.unit)
+  profiler = StepProfiler(workdir, step, train.profile_steps)
   pending, window_start, window_steps, saved = [], time.perf_counter(), 0, step
 
   def diverged(what: str, at: int) -> DivergedError:
@@ -149,8 +152,10 @@ def _train(config, task, trainer, checkpointer, state, batches, writer):
     with preemption.StopRequests() as stop:
       while step < num_steps:
         batch = sharding.global_batch(next(batches), trainer.batch_sharding)
-        state, step_metrics = trainer.train_step(state, batch)
+        with profiler.step(step):
+          state, step_metrics = trainer.train_step(state, batch)
         step += 1
+        profiler.step_done(step, state)
         window_steps += 1
         pending.append(step_metrics)
         bar.advance()
@@ -170,6 +175,7 @@ def _train(config, task, trainer, checkpointer, state, batches, writer):
           checkpointer.wait()
           raise preemption.Interrupted(stop.signal_number, step)
   finally:
+    profiler.close()
     bar.close()
     checkpointer.wait()
   return state

@@ -1,5 +1,6 @@
 """End to end: the one training loop on the tiny LM and on the (different) autoencoder task."""
 import glob
+import gzip
 import json
 import os
 
@@ -70,3 +71,16 @@ def test_no_checkpoint_ever_holds_a_non_finite_value(lm_config, tmp_path):
   with pytest.raises(DivergedError, match="the parameters or optimizer state .* became NaN/Inf at step 1; .*none yet"):
     train.train_and_evaluate(lm_config, str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints") == []
+
+
+def test_a_profile_of_the_asked_steps_is_written_into_the_workdir(lm_config, tmp_path, capsys):
+  lm_config.train.profile_steps = 2
+  train.train_and_evaluate(lm_config, str(tmp_path))
+  assert f"profile of steps 3-4 written to {tmp_path / 'profile'}" in capsys.readouterr().out
+  traces = glob.glob(str(tmp_path / "profile" / "plugins" / "profile" / "*" / "*"))
+  assert {os.path.basename(path).split(".", 1)[1] for path in traces} >= {"xplane.pb", "trace.json.gz"}
+  trace = next(path for path in traces if path.endswith(".trace.json.gz"))
+  with gzip.open(trace) as f:
+    names = [event.get("name", "") for event in json.load(f)["traceEvents"]]
+  assert names.count("train") == 2  # the two step annotations, nothing from the steps around them
+  assert any("Execute (jit__train_step)" in name for name in names)  # and the compiled step itself ran inside
