@@ -10,6 +10,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.p
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do with the workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Several processes (hosts) of one job: each runs this same command with its own --process_id.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run as one of several processes.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the job has (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to num_processes - 1.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process job whose settings JAX detects (TPU pods, SLURM, Open MPI, Kubernetes)."
+)
 
 
 def _config_argument(argv: list[str]) -> str | None:
@@ -66,10 +73,30 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"error: --{culprits[0]}: the config has no key {missing!r}. {hint}".rstrip())
 
 
+def initialize_distributed() -> None:
+  """Joins the multi-process job the flags describe, before anything touches a device; alone otherwise."""
+  if not (_DISTRIBUTED.value or _COORDINATOR.value):
+    return
+  if _COORDINATOR.value:
+    count, index = _NUM_PROCESSES.value, _PROCESS_ID.value
+    if count is None or index is None:
+      sys.exit("error: --coordinator_address needs --num_processes and --process_id")
+    if not 0 <= index < count:
+      sys.exit(f"error: --process_id={index} must be in [0, --num_processes={count})")
+  import jax
+
+  # Cross-process collectives on CPU devices need an implementation (GPU and TPU bring their own).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+  )
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+  initialize_distributed()
   from experiments import train  # after flag parsing: --help stays instant
   from experiments.errors import USER_ERRORS
   from experiments.preemption import Interrupted

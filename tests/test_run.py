@@ -58,6 +58,12 @@ CASES = {
     ),
     "prompt outside the vocabulary": Case(("--config.sample.prompt=☃",), ("sample.prompt='☃'", "82-character vocabulary"), creates_nothing=False),
     "eval without a checkpoint": Case(("--mode=eval",), ("no checkpoint in", "train first")),
+    "one of several processes, without its id": Case(
+        ("--coordinator_address=127.0.0.1:1234", "--num_processes=2"), ("--coordinator_address needs", "--process_id")
+    ),
+    "a process id beyond the job": Case(
+        ("--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2"), ("--process_id=2 must be in [0",)
+    ),
     "data dir under a file": Case(("--config.data.data_dir={file}/tfds",), ("a_file/tfds", "Not a directory"), creates_nothing=False),
 }
 
