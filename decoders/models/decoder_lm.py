@@ -61,6 +61,8 @@ class DecoderLMConfig:
       raise ConfigError(f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
     if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
       raise ConfigError(f"model.num_heads={self.num_heads} is not divisible by model.num_kv_heads={self.num_kv_heads}")
+    if self.positions == "sinusoidal" and self.width % 2:
+      raise ConfigError(f"model.positions='sinusoidal' needs an even width; model.width={self.width}")
     if self.positions == "rope" and self.head_dim % 2:
       raise ConfigError(f"model.positions='rope' needs an even head dim; width/num_heads={self.head_dim}")
     if not 0 <= self.sliding_window <= self.max_len:
