@@ -15,6 +15,7 @@ import os
 import time
 
 import jax
+import tensorflow_datasets as tfds
 
 from decoders.layers import partitioning
 from experiments import config_rules, metrics, optimizers, preemption, sharding, tasks
@@ -65,8 +66,7 @@ def setup(config, workdir: str, task_class: type[tasks.Task] | None = None, crea
   `task_class`: what `check_config(config)` returned, if the caller has checked it already.
   """
   task_class = task_class or check_config(config)
-  data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-  workdir_lib.make_directory(data_dir, "data.data_dir")
+  workdir_lib.make_directory(config.data.data_dir or tfds.core.constants.DATA_DIR, "data.data_dir")
   task = task_class(config)
   trainer = Trainer(task, config, sharding.make_mesh(config.mesh))
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints, create=create)

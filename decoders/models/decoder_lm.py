@@ -59,7 +59,9 @@ class DecoderLMConfig:
         raise ConfigError(f"model.{field}={getattr(self, field)} must be positive")
     if self.width % self.num_heads:
       raise ConfigError(f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
-    if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
+    if self.num_kv_heads < 0:
+      raise ConfigError(f"model.num_kv_heads={self.num_kv_heads} must be >= 0 (0: as many as num_heads)")
+    if self.num_kv_heads and self.num_heads % self.num_kv_heads:
       raise ConfigError(f"model.num_heads={self.num_heads} is not divisible by model.num_kv_heads={self.num_kv_heads}")
     if self.positions == "sinusoidal" and self.width % 2:
       raise ConfigError(f"model.positions='sinusoidal' needs an even width; model.width={self.width}")

@@ -46,14 +46,12 @@ def _reference_mha(q, k, v, mask, bias):
   return np.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-@pytest.mark.parametrize("length", [1, 7])
-def test_xla_and_einsum_kernels_agree_under_causal_mask(length):
-  q, k, v = np.random.default_rng(0).normal(size=(3, 2, length, 4, 8)).astype(np.float32)
-  mask = masks.causal_mask(length)
+def test_xla_and_einsum_kernels_agree_on_a_single_token():
+  q, k, v = _qkv(0, 2, length=1)
+  mask = masks.causal_mask(1)
   xla = _kernel(q, k, v, mask, implementation="xla")
-  einsum = _kernel(q, k, v, mask, implementation="einsum")
-  assert xla.shape == (2, length, 4, 8)
-  np.testing.assert_allclose(xla, einsum, **TOLERANCE)
+  np.testing.assert_allclose(xla, _kernel(q, k, v, mask, implementation="einsum"), **TOLERANCE)
+  assert xla.shape == (BATCH, 1, HEADS, DEPTH)
 
 
 @pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
@@ -98,18 +96,6 @@ def test_a_fully_masked_key_never_influences_the_output(implementation):
   np.testing.assert_array_equal(out, changed)
   k[0, 3] = 9.0  # a real key of row 0: visible from query 3 on
   assert not np.allclose(out[0, 3:], _kernel(q, k, v, mask, implementation=implementation, bias=_bias(7))[0, 3:])
-
-
-def test_einsum_kernel_ignores_masked_keys():
-  q, k, v = np.random.default_rng(1).normal(size=(3, 1, 5, 2, 4)).astype(np.float32)
-  mask = masks.causal_mask(5)
-  kernel = jax.jit(attention.einsum_attention)
-  out = kernel(q, k, v, mask)
-  # Changing the last key/value can only affect the last query.
-  k[:, -1], v[:, -1] = 9.0, -9.0
-  out2 = kernel(q, k, v, mask)
-  np.testing.assert_array_equal(out[:, :-1], out2[:, :-1])
-  assert not np.allclose(out[:, -1], out2[:, -1])
 
 
 def test_einsum_kernel_applies_dropout_to_grouped_attention():

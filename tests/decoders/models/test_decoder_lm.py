@@ -171,6 +171,7 @@ def test_a_packed_row_gives_each_document_the_logits_it_has_alone(positions):
     "overrides, message",
     [
         (dict(num_heads=4, num_kv_heads=3), "model.num_heads=4 is not divisible by model.num_kv_heads=3"),
+        (dict(num_kv_heads=-1), "model.num_kv_heads=-1 must be >= 0"),
         (dict(num_heads=2, width=18, positions="rope"), "needs an even head dim; width/num_heads=9"),
         (dict(sliding_window=9), "model.sliding_window=9 must be in [0, model.max_len=8]"),
         (dict(width=15, num_heads=1, positions="sinusoidal"), "needs an even width; model.width=15"),
