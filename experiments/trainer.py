@@ -71,7 +71,7 @@ class Trainer:
     )
     # Checked before every save, not every step: an infinite learning rate turns finite
     # gradients into NaN parameters without the step's loss showing it, and a pass over
-    # the whole state each step cost ~8 % of the small LM's step time (experiments/bench.py).
+    # the whole state each step cost ~8 % of the small LM's step time (experiments/bench/train.py).
     self.state_is_finite = jax.jit(
         lambda state: all_finite((state.params, state.opt_states)), in_shardings=(self.state_shardings,), out_shardings=replicated
     )

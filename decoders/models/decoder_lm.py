@@ -112,6 +112,16 @@ class DecoderLMConfig:
       total += self.max_len * self.width if self.positions == "learned" else 0
     return total
 
+  def kv_cache_bytes_per_token(self, bytes_per_value: int | None = None) -> int:
+    """Bytes one token adds to a key/value cache: a key and a value per layer and KV head.
+
+    This is what GQA and MQA shrink (Ainslie et al. 2023; Shazeer 2019). By default the
+    cache holds the compute dtype.
+    """
+    if bytes_per_value is None:
+      bytes_per_value = jnp.dtype(DTYPES[self.dtype]).itemsize
+    return 2 * self.num_layers * self.kv_heads * self.head_dim * bytes_per_value
+
   def flops_per_token(self, context: int) -> float:
     """Training FLOPs per token: 6N for the weights plus 6 L T d for attention (Kaplan et al. 2020, table 1).
 

@@ -1,0 +1,61 @@
+"""What every benchmark shares: the machine's measured matmul peak and its description."""
+import datetime
+import os
+import platform
+import resource
+import statistics
+import time
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+  """Median FLOP/s of a [size, size] x [size, size] jitted matmul."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jnp.ones((size, size), dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(5):
+      out = matmul(a, a)
+    out.block_until_ready()
+    rates.append(5 * 2 * size**3 / (time.perf_counter() - start))
+  return statistics.median(rates)
+
+
+def timed(step, repeats: int = 5) -> float:
+  """Median seconds per call of `step()` (which must block on its result) over `repeats` calls."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def machine() -> str:
+  import jax
+
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      info = f.read().splitlines()
+    cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    # Machines sold under one model name differ ~2.5x in matmul speed by their widest vector unit.
+    flags = next(line.split(":", 1)[1].split() for line in info if line.startswith("flags"))
+    cpu += next((f" with {simd.upper()}" for simd in ("avx512f", "avx2") if simd in flags), "")
+  except (OSError, StopIteration):
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {jax.default_backend()}"
+
+
+def peak_memory_line() -> str:
+  return f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+
+
+def record(command: str, lines: list[str], path: str = "BENCHMARKS.md") -> None:
+  """Appends a result under a heading with the date and the command that produced it."""
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(f"\n## {datetime.date.today()} — `{command}`\n\n" + "".join(f"- {line}\n" for line in lines))
