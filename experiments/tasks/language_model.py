@@ -24,15 +24,16 @@ class LanguageModelTask(Task):
   unit = "tokens"
   config_schema = {
       "data": {"name": one_of(DATASETS), "source_dir": TEXT, "context_length": integer(1)},
-      # A preset's fields, any of which the config may override (vocab_size comes from the data).
-      "model": {"preset": one_of(decoder_lm.PRESETS), **fields_of(decoder_lm.DecoderLMConfig, exclude=["vocab_size"])},
+      # A preset's fields, any of which the config may override. The vocabulary is the data's
+      # unless model.vocab_size asks for more rows (a published shape, or a benchmark's size).
+      "model": {"preset": one_of(decoder_lm.PRESETS), **fields_of(decoder_lm.DecoderLMConfig)},
       "sample": {"prompt": TEXT, "num_tokens": integer(1), "temperature": number(0)},  # temperature 0: greedy
   }
 
   @classmethod
   def check_config(cls, config, mesh_shape):
     # The vocabulary comes with the data; none of DecoderLMConfig's own checks depends on its size.
-    model = model_config(config, vocab_size=1)
+    model = model_config(config, data_vocab_size=1)
     context = config.data.context_length
     if context > model.max_len:
       raise ConfigError(f"data.context_length={context} exceeds model.max_len={model.max_len}")
@@ -120,9 +121,18 @@ class LanguageModelTask(Task):
     return self.tokenizer.decode(np.asarray(tokens[0]))
 
 
-def model_config(config, vocab_size: int) -> decoder_lm.DecoderLMConfig:
-  """The model dataclass from `config.model` (a preset plus overrides) and the data's vocabulary."""
+def model_config(config, data_vocab_size: int) -> decoder_lm.DecoderLMConfig:
+  """The model dataclass from `config.model` (a preset plus overrides) and the data's vocabulary.
+
+  `model.vocab_size`, when set, gives the model that many token rows; the data's ids are
+  its first `data_vocab_size`, and the rest are never seen in training.
+  """
   fields = dict(config.model)
+  vocab_size = fields.pop("vocab_size", 0) or data_vocab_size
+  if vocab_size < data_vocab_size:
+    raise ConfigError(
+        f"model.vocab_size={vocab_size} is smaller than the {data_vocab_size}-token vocabulary of data.name={config.data.name!r}"
+    )
   return decoder_lm.preset(fields.pop("preset"), **fields, vocab_size=vocab_size)
 
 

@@ -14,6 +14,7 @@ import configs
 from configs import shakespeare_char
 from decoders.errors import ConfigError
 from experiments import config_rules, train
+from experiments.tasks import language_model
 
 # Every config in configs/, so a new one is swept as soon as it exists.
 CONFIGS = {
@@ -120,6 +121,7 @@ CASES = {
     "a float as a count": ({"train.num_steps": 2e3}, "train.num_steps=2000.0"),
     "dropout of 1": ({"model.dropout_rate": 1.0}, "model.dropout_rate=1.0"),
     "no heads": ({"model.num_heads": 0}, "model.num_heads=0"),
+    "negative vocabulary": ({"model.vocab_size": -8}, "model.vocab_size=-8"),
     "width not divisible by heads": ({"model.width": 30, "model.num_heads": 4}, "model.width=30", "model.num_heads=4"),
     "unknown preset": ({"model.preset": "gpt5"}, "model.preset='gpt5'"),
     "unknown attention kernel": ({"model.attention": "flash"}, "model.attention='flash'"),
@@ -182,3 +184,13 @@ def test_rules_take_ints_for_floats_but_never_booleans_for_numbers():
   assert not rate.accepts(True) and not rate.accepts(0) and not rate.accepts(math.inf)
   count = config_rules.integer(1)
   assert count.accepts(3) and not count.accepts(3.0) and not count.accepts(True)
+
+
+def test_a_model_vocabulary_smaller_than_the_data_is_refused_and_a_larger_one_is_kept():
+  config = shakespeare_char.get_config("test")
+  assert language_model.model_config(config, data_vocab_size=82).vocab_size == 82
+  config.model.vocab_size = 8192  # e.g. a benchmark at a real tokenizer's size
+  assert language_model.model_config(config, data_vocab_size=82).vocab_size == 8192
+  config.model.vocab_size = 64
+  with pytest.raises(ConfigError, match="model.vocab_size=64 is smaller than the 82-token vocabulary"):
+    language_model.model_config(config, data_vocab_size=82)
