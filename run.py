@@ -1,4 +1,8 @@
-"""Entry point: python run.py --config=configs/X.py[:variant] --workdir=DIR [--mode=train|eval|sample]."""
+"""Entry point: python run.py --config=configs/X.py[:variant] --workdir=DIR [--mode=train|eval|sample].
+
+--mode=inspect describes the config's model (parameters, sharding, FLOPs, KV cache) without
+allocating it, and needs no workdir: python run.py --config=configs/llama.py:published --mode=inspect
+"""
 import os
 import signal
 import sys
@@ -8,8 +12,15 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do with the workdir.")
-flags.mark_flags_as_required(["config", "workdir"])
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "eval", "sample", "inspect"], "What to do with the workdir; inspect needs none."
+)
+flags.mark_flags_as_required(["config"])
+flags.register_multi_flags_validator(
+    ["workdir", "mode"],
+    lambda values: values["workdir"] is not None or values["mode"] == "inspect",
+    "--workdir is required, except with --mode=inspect",
+)
 # Several processes (hosts) of one job: each runs this same command with its own --process_id.
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run as one of several processes.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the job has (with --coordinator_address).")
@@ -97,11 +108,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
   initialize_distributed()
-  from experiments import train  # after flag parsing: --help stays instant
+  from experiments import inspection, train  # after flag parsing: --help stays instant
   from experiments.errors import USER_ERRORS
   from experiments.preemption import Interrupted
 
-  mode = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}[_MODE.value]
+  mode = {
+      "train": train.train_and_evaluate,
+      "eval": train.evaluate,
+      "sample": train.sample,
+      "inspect": lambda config, _: print(inspection.format_summary(inspection.summarize(config)), flush=True),
+  }[_MODE.value]
   try:
     mode(_CONFIG.value, _WORKDIR.value)
   except USER_ERRORS as e:

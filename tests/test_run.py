@@ -2,6 +2,7 @@
 import concurrent.futures
 import dataclasses
 import os
+import subprocess
 
 import jax
 import numpy as np
@@ -9,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import train
-from tests.conftest import LM_CONFIG, checkpoint_names, run_py_to_completion
+from tests.conftest import LM_CONFIG, REPO, checkpoint_names, run_py_args, run_py_to_completion, subprocess_env
 
 
 def assert_one_line_error(result, *fragments):
@@ -38,7 +39,7 @@ CASES = {
     "unknown key": Case(("--config.model.no_such_key=1",), ("--config.model.no_such_key", "'no_such_key'")),
     "misspelt key": Case(("--config.train.num_stpes=3",), ("--config.train.num_stpes", 'Did you mean "num_steps"')),
     "value of the wrong type": Case(("--config.train.num_steps=abc",), ("--config.train.num_steps=abc", "'abc'")),
-    "unknown mode": Case(("--mode=fit",), ("--mode=fit", "train|eval|sample")),
+    "unknown mode": Case(("--mode=fit",), ("--mode=fit", "train|eval|sample|inspect")),
     "config file missing": Case((), ("--config=configs/nope.py", "does not exist"), config="configs/nope.py"),
     "config path a directory": Case((), ("--config=configs", "is a directory"), config="configs"),
     "unknown variant": Case((), ("unknown variant 'tiny'",), config="configs/shakespeare_char.py:tiny"),
@@ -92,6 +93,12 @@ def test_a_mistake_is_one_line(results, name):
   assert_one_line_error(result, *CASES[name].fragments)
   if CASES[name].creates_nothing:
     assert not workdir_exists
+
+
+def test_every_mode_but_inspect_needs_a_workdir(data_dir):
+  command = [arg for arg in run_py_args("unused", data_dir=data_dir) if not arg.startswith("--workdir=")]
+  result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=60)
+  assert_one_line_error(result, "--workdir is required, except with --mode=inspect")
 
 
 def test_workdir_under_a_file(run_py, tmp_path):

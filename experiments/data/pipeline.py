@@ -47,6 +47,40 @@ def token_windows(tokens: np.ndarray, length: int, stride: int = 1) -> grain.Map
   return grain.MapDataset.range(count).map(lambda i: tokens[i * stride : i * stride + length + 1])
 
 
+def packed_windows(documents: list[np.ndarray], length: int, stride: int = 1) -> grain.MapDataset:
+  """The windows of `token_windows` over the documents laid end to end, as packed rows.
+
+  Packing of long documents without padding (T5's packing, Raffel et al. 2020,
+  sec. 3.1.2; kept apart by masks as in Krell et al. 2021): a window may hold the
+  end of one document and the start of the next. Each row is a dict of [length]
+  arrays: `inputs` and their next-token `targets`; `segment_ids` numbering the
+  documents in the row 1, 2, ... (for `decoders.layers.masks.segment_mask`);
+  `positions` counting from the document's start or the row's start, whichever is
+  later, so they stay below `length` (a learned table of `max_len` rows covers them)
+  and a document that began in an earlier window counts from 0 as the model sees
+  it; and `target_weights`, 0 on a target that begins the next document, which
+  nothing the model may see in the row predicts.
+  """
+  documents = [d for d in documents if len(d)]  # an empty one would skip a segment id
+  tokens = np.concatenate(documents)
+  lengths = [len(d) for d in documents]
+  document = np.repeat(np.arange(len(documents), dtype=np.int32), lengths)
+  document_start = np.repeat(np.cumsum([0, *lengths[:-1]], dtype=np.int32), lengths)
+
+  def row(span: np.ndarray) -> dict[str, np.ndarray]:
+    segment_ids = document[span] - document[span[0]] + 1
+    positions = span - np.maximum(document_start[span], span[0])
+    return {
+        "inputs": tokens[span[:-1]],
+        "targets": tokens[span[1:]],
+        "segment_ids": segment_ids[:-1],
+        "positions": positions[:-1],
+        "target_weights": (segment_ids[1:] == segment_ids[:-1]).astype(np.float32),
+    }
+
+  return token_windows(np.arange(len(tokens), dtype=np.int32), length, stride).map(row)
+
+
 def training_batches(
     examples: grain.MapDataset,
     batch_size: int,

@@ -1,5 +1,6 @@
 """Image autoencoding: reconstruct the input through a small latent (no tokens; throughput in examples/s)."""
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -10,7 +11,7 @@ import numpy as np
 from decoders.models import autoencoder
 from experiments.config_rules import fields_of, one_of
 from experiments.data import digits, pipeline
-from experiments.tasks.base import Task
+from experiments.tasks.base import ModelDescription, Task
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
@@ -40,6 +41,11 @@ class AutoencoderTask(Task):
   def check_config(cls, config, mesh_shape):
     model_config(config)
 
+  @classmethod
+  def describe(cls, config):
+    model = autoencoder.Autoencoder(model_config(config))  # the image shape is known without the data
+    return ModelDescription(init_params=functools.partial(_init_params, model, DATASETS[config.data.name].image_shape))
+
   def __init__(self, config):
     super().__init__(config)
     dataset = DATASETS[config.data.name]
@@ -48,7 +54,7 @@ class AutoencoderTask(Task):
     self.model = autoencoder.Autoencoder(model_config(config))
 
   def init_params(self, rng):
-    return self.model.init(rng, jnp.zeros((1, *self.train_images.shape[1:])))["params"]
+    return _init_params(self.model, self.train_images.shape[1:], rng)
 
   def _reconstruction_error(self, params, images):
     """Per-image binary cross-entropy summed over pixels (intensities in [0, 1] as targets)."""
@@ -82,3 +88,7 @@ class AutoencoderTask(Task):
 
   def units_per_step(self):
     return self.config.data.batch_size
+
+
+def _init_params(model: autoencoder.Autoencoder, image_shape: tuple[int, ...], rng: jax.Array):
+  return model.init(rng, jnp.zeros((1, *image_shape)))["params"]

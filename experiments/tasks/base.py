@@ -34,6 +34,29 @@ class Objective:
   params_key: str | None = None
 
 
+# An array's shape and the logical axis name of each of its dimensions (None: never split).
+ShapeAndAxes = tuple[tuple[int, ...], tuple[str | None, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDescription:
+  """A config's model as `--mode=inspect` reports it (experiments/inspection.py).
+
+  `init_params` is only ever traced with `jax.eval_shape`: describing a 7 B model
+  allocates none of its parameters.
+  """
+
+  init_params: Callable[[jax.Array], Params]  # as Task.init_params
+  # Top-level modules that are embeddings, left out of the non-embedding count (the N of
+  # Kaplan et al. 2020, whose compute is 6N FLOPs per token).
+  embeddings: tuple[str, ...] = ()
+  flops_per_unit: float | None = None  # training FLOPs per `unit`; None if not known
+  # A sequence model's key/value cache: what one token adds to it (split over the mesh by
+  # the same rules as the parameters) and how many tokens it holds at the full context.
+  cache_per_token: Mapping[str, ShapeAndAxes] = dataclasses.field(default_factory=dict)
+  cache_tokens: int = 0
+
+
 class Task(abc.ABC):
   """One model family on one kind of data. Subclasses register under a name in `tasks.TASKS`."""
 
@@ -50,6 +73,17 @@ class Task(abc.ABC):
     Runs after `config_schema` has accepted every key, before any data is read.
     Checks that need the data (a vocabulary, an image size) belong in `__init__`.
     """
+
+  @classmethod
+  def describe(cls, config: ml_collections.ConfigDict) -> ModelDescription:
+    """The model `config` makes, for `--mode=inspect`; runs after `check_config`.
+
+    By default the task is built, which reads its data; a task whose model the config
+    alone determines overrides this to read nothing.
+    """
+    task = cls(config)
+    flops = task.model_flops_per_step()
+    return ModelDescription(task.init_params, flops_per_unit=None if flops is None else flops / task.units_per_step())
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config

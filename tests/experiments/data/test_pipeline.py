@@ -84,3 +84,35 @@ def test_pack_sequences_keeps_every_token_once_with_segments_and_positions():
   np.testing.assert_array_equal(rows[0]["positions"], [0, 1, 2, 3, 4, 0, 1, 2])
   np.testing.assert_array_equal(rows[2]["segment_ids"], [1, 1, 2, 2, 0, 0, 0, 0])
   assert (rows[2]["tokens"][4:] == 0).all()
+
+
+def test_packed_windows_keep_the_documents_of_a_row_apart():
+  documents = [np.array([10, 11]), np.array([20]), np.array([], np.int64), np.array([30, 31, 32, 33, 34]), np.array([40, 41])]
+  # The stream 10 11 20 30 31 32 33 34 40 41 holds two windows of 5 tokens, 4 apart.
+  rows = pipeline.packed_windows(documents, length=4, stride=4)
+  assert len(rows) == 2
+  first, second = rows[0], rows[1]
+  np.testing.assert_array_equal(first["inputs"], [10, 11, 20, 30])
+  np.testing.assert_array_equal(first["targets"], [11, 20, 30, 31])
+  np.testing.assert_array_equal(first["segment_ids"], [1, 1, 2, 3])  # the empty document takes no id
+  np.testing.assert_array_equal(first["positions"], [0, 1, 0, 0])
+  np.testing.assert_array_equal(first["target_weights"], [1, 0, 0, 1])  # 11 -> 20 and 20 -> 30 cross a boundary
+  # The second row starts inside the 5-token document: positions count from the row's start.
+  np.testing.assert_array_equal(second["inputs"], [31, 32, 33, 34])
+  np.testing.assert_array_equal(second["targets"], [32, 33, 34, 40])
+  np.testing.assert_array_equal(second["segment_ids"], [1, 1, 1, 1])
+  np.testing.assert_array_equal(second["positions"], [0, 1, 2, 3])
+  np.testing.assert_array_equal(second["target_weights"], [1, 1, 1, 0])
+
+
+def test_packed_windows_are_the_windows_of_the_joined_documents():
+  documents = [np.arange(3), np.arange(10, 15), np.arange(20, 22)]
+  packed, stream = pipeline.packed_windows(documents, 4), pipeline.token_windows(np.concatenate(documents), 4)
+  assert len(packed) == len(stream) == 6
+  for row, window in zip((packed[i] for i in range(6)), (stream[i] for i in range(6))):
+    np.testing.assert_array_equal(row["inputs"], window[:-1])
+    np.testing.assert_array_equal(row["targets"], window[1:])
+    assert 0 <= row["positions"].min() and row["positions"].max() < 4
+  # Row 1 (tokens 1 2 10 11) holds a boundary; row 3 (10 11 12 13) starts at a document's start.
+  np.testing.assert_array_equal(packed[1]["positions"], [0, 1, 0, 1])
+  np.testing.assert_array_equal(packed[3]["positions"], [0, 1, 2, 3])
