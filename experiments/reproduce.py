@@ -1,0 +1,281 @@
+"""`python -m experiments.reproduce NAME [--quick]`: a reproduction's runs through the one trainer, then its report.
+
+    python -m experiments.reproduce transformer_variants            # 18 runs: 35-85 min on 2 CPU cores
+    python -m experiments.reproduce transformer_variants --quick    # the same grid, small: < 10 min
+    python -m experiments.reproduce shakespeare_char                # the `make run` job beside nanoGPT's numbers
+    python -m experiments.reproduce --regenerate                    # REPRODUCTIONS.md from reproductions/*/results.json
+
+NAME is one of experiments/reproductions (ABLATIONS). Each of its runs trains in
+`<workdir>/<run name>` (workdir: workdirs/reproduce/NAME, or NAME-quick) with
+`train.train_and_evaluate`. A run whose metrics.jsonl holds its final evaluation and
+whose config.json is the run's config is done and is not trained again; any other
+resumes from its newest checkpoint, as run.py would. So a sweep stopped anywhere
+(Ctrl-C checkpoints the run in progress) goes on where it stopped when the same
+command is given again. The numbers are a language model's (tokens/s, KV-cache bytes
+per token, non-embedding parameters): the reproductions so far are all of DecoderLM.
+
+Then, from the runs' metrics.jsonl: <workdir>/results.json (per run: overrides,
+metrics, loss curves, machine, date, steps; the command), table.md and PNG plots,
+copied to reproductions/NAME[-quick]/, and REPRODUCTIONS.md regenerated whole from
+every reproductions/*/results.json and the claims of the definitions.
+
+The runs share this process rather than each starting run.py: one start (imports,
+JAX) instead of 18, and the trainer's progress bar nests under the sweep's. Each run
+builds its own jitted steps and holds no reference to them once it returns; the
+process still grows by some 35 MB a run, to a peak of 1.1 GB over the 18 runs of
+--quick. What a run prints (its evaluations, the sample) goes to <run>/train.log; the
+terminal shows a line per run and the two bars.
+"""
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import tqdm
+from absl import app, flags, logging
+
+from experiments import metrics as metrics_lib
+from experiments import preemption, reproductions, train
+from experiments import workdir as workdir_lib
+from experiments.bench import common
+from experiments.errors import USER_ERRORS, UserError
+from experiments.reproductions import report
+from experiments.reproductions.base import Ablation, Run, format_metric, run_config
+from experiments.tasks import language_model
+
+RESULTS_DIR = "reproductions"  # committed: one folder per reproduction
+REPORT = "REPRODUCTIONS.md"
+RESULTS_FILE, TABLE_FILE = "results.json", "table.md"
+RUN_RECORD = "reproduce.json"  # in a run's workdir: wall time spent on it; machine and date it finished
+LOG_FILE = "train.log"
+COMPILE_ROWS = 1  # the first train row's window includes compiling the step: left out of throughput
+
+_QUICK = flags.DEFINE_bool("quick", False, "Run the reproduction's small version (minutes, not an hour).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs train; default workdirs/reproduce/NAME[-quick].")
+_REGENERATE = flags.DEFINE_bool("regenerate", False, f"Run nothing; rewrite {REPORT} from {RESULTS_DIR}/*/{RESULTS_FILE}.")
+
+
+def folder_name(ablation: Ablation, quick: bool) -> str:
+  return ablation.name + ("-quick" if quick else "")
+
+
+def command(ablation: Ablation, quick: bool) -> str:
+  return f"{report.COMMAND} {ablation.name}" + (" --quick" if quick else "")
+
+
+def read_rows(run_dir: str) -> list[dict]:
+  """The rows of a run's metrics.jsonl (a line cut short by a kill is skipped)."""
+  path = os.path.join(run_dir, metrics_lib.JSONL_FILE)
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      with contextlib.suppress(ValueError):
+        rows.append(json.loads(line))
+  return rows
+
+
+def _final_eval(rows: list[dict], num_steps: int) -> dict | None:
+  """The evaluation on the whole held-out set: the only eval row at the last step (periodic ones skip it)."""
+  return next((row for row in rows if row["split"] == "eval" and row["step"] == num_steps), None)
+
+
+def is_done(config, run_dir: str) -> bool:
+  finished = _final_eval(read_rows(run_dir), config.train.num_steps) is not None
+  return finished and not workdir_lib.config_changes(run_dir, config)
+
+
+def _read_record(run_dir: str) -> dict:
+  path = os.path.join(run_dir, RUN_RECORD)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _write_json(path: str, value) -> None:
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(json.dumps(value, indent=1, ensure_ascii=False) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def train_run(config, run_dir: str) -> None:
+  """Trains (or resumes) one run, its printed output in <run_dir>/train.log; adds the time to its record."""
+  os.makedirs(run_dir, exist_ok=True)
+  start = time.perf_counter()
+  finished = False
+  try:
+    with open(os.path.join(run_dir, LOG_FILE), "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+      train.train_and_evaluate(config, run_dir)
+    finished = True
+  finally:  # an interrupted run's time counts too: the run's wall time is the sum over its sessions
+    record = _read_record(run_dir)
+    record["wall_seconds"] = record.get("wall_seconds", 0.0) + time.perf_counter() - start
+    if finished:
+      record.update(machine=common.machine(), date=datetime.date.today().isoformat())
+    _write_json(os.path.join(run_dir, RUN_RECORD), record)
+
+
+def _tokens_per_step(config) -> int:
+  return config.data.batch_size * config.data.context_length  # the language-model task's units_per_step
+
+
+def summarize_run(config, run: Run, run_dir: str) -> dict:
+  """A finished run's entry of results.json, from its metrics.jsonl, config and record."""
+  rows = read_rows(run_dir)
+  num_steps = config.train.num_steps
+  train_rows = [row for row in rows if row["split"] == "train"]
+  # Training seconds at each logged step: each row's window of steps at its logged rate.
+  train_curve, elapsed, previous = [], 0.0, 0
+  for row in train_rows:
+    elapsed += (row["step"] - previous) * _tokens_per_step(config) / row["tokens_per_second"]
+    train_curve.append([row["step"], round(row["loss"], 5), round(elapsed, 2)])
+    previous = row["step"]
+  seconds_at = {step: seconds for step, _, seconds in train_curve}
+  eval_rows = [row for row in rows if row["split"] == "eval"]
+  eval_curve = [[row["step"], round(row["loss"], 5), seconds_at.get(row["step"])] for row in eval_rows]
+  rates = [row["tokens_per_second"] for row in train_rows[COMPILE_ROWS:] or train_rows]
+  model = language_model.model_config(config, data_vocab_size=1)  # the vocabulary counts only with embeddings
+  record = _read_record(run_dir)
+  return {
+      "name": run.name,
+      "levels": dict(run.levels),
+      "overrides": dict(run.overrides),
+      "steps": num_steps,
+      "metrics": {
+          "validation_loss": _final_eval(rows, num_steps)["loss"],
+          "tokens_per_second": statistics.median(rates),
+          "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
+          "non_embedding_params": model.num_params(),
+          "wall_seconds": record.get("wall_seconds"),
+      },
+      "curves": {"train": train_curve, "eval": eval_curve},
+      "machine": record.get("machine"),
+      "date": record.get("date"),
+      "workdir": run_dir,
+  }
+
+
+def _describe(result: dict) -> str:
+  shown = {name: format_metric(name, value) for name, value in result["metrics"].items()}
+  return f"validation loss {shown['validation_loss']}, {shown['tokens_per_second']} tokens/s, {shown['wall_seconds']}"
+
+
+def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dict]]:
+  """Trains every run not done yet, in order; returns (the base config as a dict, each run's summary)."""
+  base = ablation.base_config(quick)
+  runs = list(ablation.runs(base))
+  configs = [run_config(base, run) for run in runs]
+  for run, config in zip(runs, configs):  # every run's mistakes surface now, not an hour in
+    try:
+      train.check_config(config)
+    except USER_ERRORS as error:
+      raise UserError(f"run {run.name}: {error}") from None
+  results = []
+  with tqdm.tqdm(total=len(runs), unit="run", desc=folder_name(ablation, quick), dynamic_ncols=True) as bar:
+    for index, (run, config) in enumerate(zip(runs, configs), start=1):
+      run_dir = os.path.join(workdir, run.name)
+      head = f"[{index}/{len(runs)}] {run.name}"
+      if is_done(config, run_dir):
+        result = summarize_run(config, run, run_dir)
+        bar.write(f"{head}: done before: {_describe(result)}")
+      else:
+        bar.write(f"{head}: training, output in {os.path.join(run_dir, LOG_FILE)}")
+        try:
+          train_run(config, run_dir)
+        except preemption.Interrupted:
+          bar.write(f"{head}: stopped; the same command resumes it")
+          raise
+        except USER_ERRORS as error:
+          raise UserError(f"run {run.name} in {run_dir}: {error}") from None
+        result = summarize_run(config, run, run_dir)
+        bar.write(f"{head}: {_describe(result)}")
+      results.append(result)
+      bar.update()
+  return json.loads(base.to_json()), results
+
+
+def write_results(ablation: Ablation, document: dict, workdir: str, results_dir: str) -> str:
+  """results.json, table.md and the plots into `workdir`, copied to results_dir/NAME[-quick]; returns that folder."""
+  from experiments.reproductions import plots
+
+  paths = [os.path.join(workdir, RESULTS_FILE), os.path.join(workdir, TABLE_FILE)]
+  _write_json(paths[0], document)
+  with open(paths[1], "w", encoding="utf-8") as f:
+    f.write(report.table(ablation, document))
+  paths += plots.draw(document, workdir)
+  folder = os.path.join(results_dir, folder_name(ablation, document["quick"]))
+  os.makedirs(folder, exist_ok=True)
+  for path in paths:
+    shutil.copy(path, folder)
+  return folder
+
+
+def regenerate(results_dir: str = RESULTS_DIR, path: str = REPORT) -> str:
+  """Rewrites `path`, and each results folder's table.md, from the definitions and results_dir/*/results.json.
+
+  A reproduction's section shows its full run's results if there are any, else --quick's.
+  """
+  sections = []
+  for ablation in reproductions.ABLATIONS.values():
+    shown, link = None, None
+    for quick in (True, False):  # the full run's last: it is the one shown
+      folder = os.path.join(results_dir, folder_name(ablation, quick))
+      if os.path.exists(os.path.join(folder, RESULTS_FILE)):
+        with open(os.path.join(folder, RESULTS_FILE), encoding="utf-8") as f:
+          shown, link = json.load(f), os.path.relpath(folder, os.path.dirname(os.path.abspath(path)))
+        with open(os.path.join(folder, TABLE_FILE), "w", encoding="utf-8") as f:
+          f.write(report.table(ablation, shown))  # the claims' wording may have changed since the run
+    sections.append(report.section(ablation, shown, link))
+  text = report.report(sections)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+  return text
+
+
+def reproduce(
+    ablation: Ablation, quick: bool, workdir: str | None = None, results_dir: str = RESULTS_DIR, path: str = REPORT
+) -> dict:
+  """Runs what of `ablation` is not done yet, writes its results, regenerates `path`; returns results.json's content."""
+  workdir = workdir or os.path.join("workdirs", "reproduce", folder_name(ablation, quick))
+  workdir_lib.make_directory(workdir, "--workdir")
+  base, runs = sweep(ablation, quick, workdir)
+  document = dict(name=ablation.name, quick=quick, command=command(ablation, quick), base_config=base, runs=runs)
+  folder = write_results(ablation, document, workdir, results_dir)
+  regenerate(results_dir, path)
+  print(report.table(ablation, document))
+  print(f"results: {workdir}/{RESULTS_FILE}, copied with the table and plots to {folder}; {path} regenerated")
+  return document
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+  names = ", ".join(reproductions.ABLATIONS)
+  usage = f"usage: {report.COMMAND} NAME [--quick] [--workdir=DIR] | --regenerate; NAME: {names}"
+  if _REGENERATE.value:
+    if len(argv) > 1:
+      raise app.UsageError(f"--regenerate runs nothing, so it takes no NAME; {usage}")
+    regenerate()
+    print(f"{REPORT} regenerated from {RESULTS_DIR}/*/{RESULTS_FILE}")
+    return
+  if len(argv) != 2:
+    raise app.UsageError(usage)
+  try:
+    reproduce(reproductions.lookup(argv[1]), _QUICK.value, _WORKDIR.value)
+  except USER_ERRORS as error:
+    sys.exit(f"error: {error}")
+  except preemption.Interrupted as error:
+    print(f"interrupted: {error}", file=sys.stderr, flush=True)
+    sys.exit(error.exit_status)
+  except KeyboardInterrupt:
+    print("interrupted: the runs already done and the checkpoints written are kept", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,20 @@
+"""The reproductions `python -m experiments.reproduce NAME` runs: each a paper's claims beside our runs.
+
+A reproduction is an `Ablation` (base.py): a base config, named runs that override
+it, the published claims and the test (claims.py) that judges each from our numbers.
+REPRODUCTIONS.md has one section per entry of ABLATIONS, in this order; a new one is
+a module here and a line below.
+"""
+from experiments.errors import UserError
+from experiments.reproductions import shakespeare_char, transformer_variants
+from experiments.reproductions.base import Ablation
+
+ABLATIONS: dict[str, Ablation] = {
+    ablation.name: ablation for ablation in (shakespeare_char.ABLATION, transformer_variants.ABLATION)
+}
+
+
+def lookup(name: str) -> Ablation:
+  if name not in ABLATIONS:
+    raise UserError(f"unknown reproduction {name!r}; expected one of: {', '.join(ABLATIONS)}")
+  return ABLATIONS[name]

@@ -1,0 +1,110 @@
+"""What a reproduction is: named runs of one base config, and the published claims their numbers test.
+
+    Ablation(name, title, summary,
+             base_config(quick) -> ConfigDict,       the config every run starts from
+             runs(base) -> [Run(name, overrides, levels)],
+             claims=[Claim(claim, source, test)])
+
+A run's `levels` place it in the ablation's grid ({"positions": "rope", ...}); a
+claim's `test` (claims.py) compares the runs that differ only in the factors it
+names, and says from our numbers whether we agree. The definitions hold no numbers
+of ours: those come from the runs (experiments/reproduce.py) and go to results files.
+"""
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import ml_collections
+
+# What the harness measures for every run: key -> (column heading, format of a value).
+METRICS = {
+    "non_embedding_params": ("non-embedding parameters", "{:,.0f}"),
+    "validation_loss": ("validation loss (nats/token)", "{:.4f}"),
+    "tokens_per_second": ("train tokens/s (median)", "{:,.0f}"),
+    "kv_cache_bytes_per_token": ("KV cache bytes/token", "{:,.0f}"),
+    "wall_seconds": ("wall time", None),  # minutes and seconds: see format_metric
+}
+
+
+# The plots of each results folder (plots.py draws them, the report links them): file -> what it shows.
+PLOTS = {"validation_loss.png": "validation loss", "loss_curves.png": "loss curves", "tokens_per_second.png": "tokens/s"}
+
+
+def format_metric(name: str, value: float | None) -> str:
+  if value is None:
+    return "–"
+  if name == "wall_seconds":
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+  return METRICS[name][1].format(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: `overrides` of the base config (dotted keys), and its place in the grid."""
+
+  name: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  levels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  measured: str  # our numbers, in words
+  agrees: bool | None  # None: these runs do not measure what the claim is about
+
+  @property
+  def word(self) -> str:
+    return {True: "agrees", False: "does not agree", None: "not measured here"}[self.agrees]
+
+
+class Test(Protocol):
+  """Judges a claim from the runs' results (dicts with "name", "levels" and "metrics")."""
+
+  def judge(self, runs: Sequence[Mapping[str, Any]]) -> Verdict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  claim: str  # what the paper says, quoted where the words matter
+  source: str  # paper, section, table or figure
+  test: Test | None = None  # None: nothing here measures it; `untested` says why
+  untested: str = ""
+
+  def judge(self, runs: Sequence[Mapping[str, Any]]) -> Verdict:
+    if self.test is None:
+      return Verdict(self.untested, None)
+    return self.test.judge(runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+  name: str  # the command's argument and the folder of its results
+  title: str
+  summary: str  # what is compared, under which budget: the section's first paragraph (Markdown)
+  base_config: Callable[[bool], ml_collections.ConfigDict]  # quick -> the config each run overrides
+  runs: Callable[[ml_collections.ConfigDict], Sequence[Run]]  # the base config -> the runs, in order
+  claims: Sequence[Claim] = ()
+  columns: Sequence[str] = tuple(METRICS)  # the METRICS its table shows
+  quick_summary: str = ""  # how --quick differs (smaller model, fewer steps)
+  notes: str = ""  # typed facts that no run re-measures, printed as such (Markdown)
+
+
+def run_config(base: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:
+  """A copy of `base` with `run.overrides`; a key the base does not have is an error naming it."""
+  from decoders.errors import ConfigError
+
+  config = ml_collections.ConfigDict(base.to_dict())
+  config.lock()
+  for key, value in run.overrides.items():
+    *sections, name = key.split(".")
+    node = config
+    try:
+      for section in sections:
+        node = node[section]
+      if name not in node:
+        raise KeyError(name)
+      node[name] = value
+    except (KeyError, AttributeError, TypeError) as error:
+      raise ConfigError(f"run {run.name!r}: override {key}={value!r} does not fit the base config ({error})") from None
+  return config

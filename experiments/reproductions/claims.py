@@ -1,0 +1,147 @@
+"""How a claim is tested against our runs: each test turns their numbers into a `Verdict`.
+
+Factorial ablations compare like with like: `Paired` sets each run at the claim's
+levels beside the run that differs from it only there (RoPE beside learned
+positions with the same block and attention), so a claim about positions is judged
+over every block and attention, and the verdict says in how many pairs it held.
+The rules for "agrees" are fixed here, before any number is seen.
+"""
+import dataclasses
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from experiments.reproductions.base import Verdict, format_metric
+
+RunResult = Mapping[str, Any]  # {"name", "levels", "metrics", "curves", ...}: one run of results.json
+UNITS = {"validation_loss": "nats/token", "kv_cache_bytes_per_token": "bytes", "tokens_per_second": "tokens/s"}
+
+
+def _label(levels: Mapping[str, str]) -> str:
+  return " + ".join(levels.values()) if len(levels) == 1 else "(" + " + ".join(levels.values()) + ")"
+
+
+def _pairs(runs: Sequence[RunResult], levels: Mapping[str, str], baseline: Mapping[str, str]):
+  """(run at `levels`, run at `baseline` with every other level the same), for each such run with a value."""
+  by_levels = {tuple(sorted(run["levels"].items())): run for run in runs}
+  pairs = []
+  for run in runs:
+    if all(run["levels"].get(factor) == level for factor, level in levels.items()):
+      partner = by_levels.get(tuple(sorted({**run["levels"], **baseline}.items())))
+      if partner is not None:
+        pairs.append((run, partner))
+  return pairs
+
+
+def _find(runs: Sequence[RunResult], name: str) -> RunResult | None:
+  return next((run for run in runs if run["name"] == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+  """`metric` at `levels` minus at `baseline`, averaged over the pairs of runs that differ only there.
+
+  expect="lower": agrees if the mean difference is negative; "close": if its magnitude
+  is at most `tolerance`.
+  """
+
+  metric: str
+  levels: Mapping[str, str]
+  baseline: Mapping[str, str]
+  expect: str  # "lower" | "close"
+  tolerance: float = 0.0
+
+  def __post_init__(self):
+    if self.expect not in ("lower", "close"):
+      raise ValueError(f"unknown expectation {self.expect!r}; expected 'lower' or 'close'")
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    pairs = [
+        (a, b)
+        for a, b in _pairs(runs, self.levels, self.baseline)
+        if a["metrics"].get(self.metric) is not None and b["metrics"].get(self.metric) is not None
+    ]
+    if not pairs:
+      return Verdict(f"no runs at {_label(self.levels)} beside {_label(self.baseline)}", None)
+    differences = [a["metrics"][self.metric] - b["metrics"][self.metric] for a, b in pairs]
+    mean = statistics.fmean(differences)
+    measured = f"{_label(self.levels)} − {_label(self.baseline)}: {mean:+.4f} {UNITS.get(self.metric, '')}"
+    if len(pairs) > 1:
+      lower = sum(d < 0 for d in differences)
+      measured += (
+          f" on average over {len(pairs)} pairs ({min(differences):+.4f} to {max(differences):+.4f});"
+          f" lower in {lower} of {len(pairs)}"
+      )
+    if self.expect == "lower":
+      return Verdict(measured, mean < 0)
+    return Verdict(f"{measured}; close means within ±{self.tolerance}", abs(mean) <= self.tolerance)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shrinks:
+  """`metric` at `baseline` is exactly `factor` times `metric` at `levels`, in every pair of runs."""
+
+  metric: str
+  levels: Mapping[str, str]
+  baseline: Mapping[str, str]
+  factor: float
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    pairs = _pairs(runs, self.levels, self.baseline)
+    if not pairs:
+      return Verdict(f"no runs at {_label(self.levels)} beside {_label(self.baseline)}", None)
+    ratios = [b["metrics"][self.metric] / a["metrics"][self.metric] for a, b in pairs]
+    exact = all(math.isclose(r, self.factor) for r in ratios)
+    a, b = pairs[0]
+    before, after = (format_metric(self.metric, run["metrics"][self.metric]) for run in (b, a))
+    if exact:
+      shown = f"{self.factor:g}× in all {len(ratios)} pairs"
+    else:
+      shown = f"{min(ratios):.2f}× to {max(ratios):.2f}× over {len(ratios)} pairs"
+    unit = UNITS.get(self.metric, "")
+    return Verdict(f"{_label(self.baseline)} / {_label(self.levels)} = {shown} ({before} → {after} {unit})", exact)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtMost:
+  """`metric` of the run `run` is at most `value` + `tolerance` (we reach a published number)."""
+
+  metric: str
+  run: str
+  value: float
+  tolerance: float = 0.0
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    found = _find(runs, self.run)
+    if found is None or found["metrics"].get(self.metric) is None:
+      return Verdict(f"run {self.run!r} has no {self.metric}", None)
+    ours = found["metrics"][self.metric]
+    wall = found["metrics"].get("wall_seconds")
+    measured = f"{ours:.4f} {UNITS.get(self.metric, '')} ({ours - self.value:+.4f})"
+    if wall is not None:
+      measured += f", {format_metric('wall_seconds', wall)} of wall time for the run"
+    return Verdict(f"{measured}; agrees at ≤ {self.value + self.tolerance:g}", ours <= self.value + self.tolerance)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReachedWithin:
+  """The run's evaluated loss is at most `value` at an evaluation within `seconds` of training.
+
+  Training time is the run's logged throughput turned back into seconds (compilation
+  included, evaluations excluded); evaluations are the periodic ones on a few batches.
+  """
+
+  run: str
+  seconds: float
+  value: float
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    found = _find(runs, self.run)
+    evaluations = found["curves"]["eval"] if found else []
+    within = [(step, loss, s) for step, loss, s in evaluations if s is not None and s <= self.seconds]
+    if not within:
+      first = f"; the first, at step {evaluations[0][0]}, came {evaluations[0][2]:.0f} s in" if evaluations else ""
+      return Verdict(f"no evaluation within {self.seconds:g} s of training{first}", None)
+    step, loss, seconds = min(within, key=lambda e: e[1])
+    return Verdict(f"{loss:.4f} at step {step}, {seconds:.0f} s into training", loss <= self.value)

@@ -1,0 +1,218 @@
+"""The reproduction harness: a two-run ablation of the tiny LM through the one trainer; the definitions' budgets.
+
+One sweep (module fixture) finds its first run done (a copy of the suite's trained
+tiny LM, the same config) and trains the second; the other tests reuse its workdir: a
+second sweep trains nothing, a sweep over a copy with one run cut back to its first
+checkpoint resumes that run alone, and the report comes from the results files only.
+"""
+import contextlib
+import json
+import math
+import os
+import shutil
+
+import pytest
+
+from configs import shakespeare_char
+from experiments import reproduce, reproductions, train
+from experiments.errors import UserError
+from experiments.reproductions import base as base_lib
+from experiments.reproductions.claims import Paired, Shrinks
+from experiments.tasks import language_model
+
+CLAIM = "A wider feed-forward layer lowers the loss"
+LOSS, KV_CACHE = "validation_loss", "kv_cache_bytes_per_token"
+
+
+def _tiny_ablation(data_dir: str) -> base_lib.Ablation:
+  def base_config(quick):
+    del quick
+    config = shakespeare_char.get_config("test")  # 6 steps, checkpoints at 3 and 6
+    config.data.data_dir = data_dir
+    return config
+
+  return base_lib.Ablation(
+      name="tiny",
+      title="Tiny: two MLP widths",
+      summary="The test LM with two MLP widths.",
+      base_config=base_config,
+      runs=lambda base: [
+          base_lib.Run("narrow", {}, {"mlp": "narrow"}),
+          base_lib.Run("wide", {"model.mlp_dim": 128}, {"mlp": "wide"}),
+      ],
+      claims=[base_lib.Claim(CLAIM, "Nobody 2024, table 0", Paired(LOSS, {"mlp": "wide"}, {"mlp": "narrow"}, "lower"))],
+  )
+
+
+@pytest.fixture(scope="module")
+def tiny(data_dir):
+  """The tiny ablation, registered for this module's tests only."""
+  ablation = _tiny_ablation(data_dir)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(reproductions.ABLATIONS, ablation.name, ablation)
+    yield ablation
+
+
+def _paths(root) -> dict:
+  return dict(workdir=str(root / "work"), results_dir=str(root / "reproductions"), path=str(root / "REPRODUCTIONS.md"))
+
+
+@contextlib.contextmanager
+def _recording_training():
+  """Yields the list of the runs (workdir names) that reproduce trains inside the context."""
+  trained, real = [], reproduce.train_run
+
+  def spy(config, run_dir):
+    trained.append(os.path.basename(run_dir))
+    real(config, run_dir)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(reproduce, "train_run", spy)
+    yield trained
+
+
+@pytest.fixture(scope="module")
+def swept(tiny, trained_lm, tmp_path_factory):
+  """(results document, paths, runs trained) of the tiny ablation swept once, its first run already done."""
+  paths = _paths(tmp_path_factory.mktemp("reproduce"))
+  shutil.copytree(trained_lm[0], os.path.join(paths["workdir"], "narrow"))
+  with _recording_training() as trained:
+    document = reproduce.reproduce(tiny, quick=False, **paths)
+  return document, paths, trained
+
+
+@pytest.fixture
+def trained_runs() -> list[str]:
+  with _recording_training() as trained:
+    yield trained
+
+
+def test_a_sweep_trains_what_is_not_done_and_writes_results_table_plots_and_report(swept, trained_lm):
+  document, paths, trained = swept
+  assert trained == ["wide"]
+  assert [run["name"] for run in document["runs"]] == ["narrow", "wide"]
+  narrow, wide = document["runs"]
+  assert narrow["metrics"]["validation_loss"] == pytest.approx(trained_lm[1]["loss"])
+  for run in document["runs"]:
+    assert math.isfinite(run["metrics"]["validation_loss"]) and run["metrics"]["tokens_per_second"] > 0
+    assert run["steps"] == 6 and run["curves"]["eval"][-1][0] == 6
+  assert wide["machine"] and wide["date"] and wide["metrics"]["wall_seconds"] > 0
+  assert wide["overrides"] == {"model.mlp_dim": 128}
+  assert wide["metrics"]["non_embedding_params"] > narrow["metrics"]["non_embedding_params"]
+  committed = os.path.join(paths["results_dir"], "tiny")
+  for folder in (paths["workdir"], committed):
+    with open(os.path.join(folder, "results.json")) as f:
+      assert json.load(f) == document
+    with open(os.path.join(folder, "table.md")) as f:
+      assert "`wide`" in f.read()
+    for plot in base_lib.PLOTS:
+      with open(os.path.join(folder, plot), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_sweep_trains_nothing(swept, tiny, trained_runs):
+  document, paths, _ = swept
+  metrics_file = os.path.join(paths["workdir"], "wide", "metrics.jsonl")
+  before = os.stat(metrics_file).st_mtime_ns
+  again = reproduce.reproduce(tiny, quick=False, **paths)
+  assert trained_runs == []
+  assert os.stat(metrics_file).st_mtime_ns == before
+  assert again["runs"] == document["runs"]
+
+
+def test_an_interrupted_sweep_resumes_the_unfinished_run(swept, tiny, trained_runs, tmp_path):
+  document, paths, _ = swept
+  copy = _paths(tmp_path)
+  shutil.copytree(paths["workdir"], copy["workdir"])
+  # As if killed after the checkpoint at step 3: no later checkpoint, no row after step 3.
+  wide = os.path.join(copy["workdir"], "wide")
+  shutil.rmtree(os.path.join(wide, "checkpoints", "6"))
+  with open(os.path.join(wide, "metrics.jsonl")) as f:
+    rows = [line for line in f if json.loads(line)["step"] <= 3]
+  with open(os.path.join(wide, "metrics.jsonl"), "w") as f:
+    f.writelines(rows)
+  resumed = reproduce.reproduce(tiny, quick=False, **copy)
+  assert trained_runs == ["wide"]
+  with open(os.path.join(wide, "train.log")) as f:
+    assert "resuming from the checkpoint at step 3" in f.read()
+  # The trainer resumes exactly (tests/experiments/test_resume.py): the same final loss.
+  assert resumed["runs"][1]["metrics"][LOSS] == pytest.approx(document["runs"][1]["metrics"][LOSS], abs=1e-6)
+
+
+def test_the_report_is_regenerated_from_results_files_alone(swept, tmp_path):
+  document, paths, _ = swept
+  with open(paths["path"]) as f:
+    written = f.read()
+  assert reproduce.regenerate(paths["results_dir"], paths["path"]) == written  # deterministic
+  wide_loss = f"{document['runs'][1]['metrics']['validation_loss']:.4f}"
+  assert "## Tiny: two MLP widths" in written and CLAIM in written and wide_loss in written
+  assert "agree" in written.split(CLAIM)[1].split("\n")[0]  # the verdict in the claim's row
+  assert "Not run yet: `python -m experiments.reproduce transformer_variants`" in written
+  # A full run's results are shown when they exist; a quick run's only until then.
+  results = str(tmp_path / "reproductions")
+  shutil.copytree(os.path.join(paths["results_dir"], "tiny"), os.path.join(results, "tiny-quick"))
+  with open(os.path.join(results, "tiny-quick", "results.json"), "w") as f:
+    json.dump({**document, "quick": True}, f)
+  quick = reproduce.regenerate(results, str(tmp_path / "REPRODUCTIONS.md"))
+  assert "the quick version" in quick.split("## Tiny")[1] and wide_loss in quick
+  shutil.copytree(os.path.join(paths["results_dir"], "tiny"), os.path.join(results, "tiny"))
+  full = reproduce.regenerate(results, str(tmp_path / "REPRODUCTIONS.md"))
+  assert "the quick version" not in full.split("## Tiny")[1]
+
+
+def test_verdicts_compare_runs_that_differ_only_in_the_claimed_factor():
+  def run(position, attention, loss, cache):
+    levels = {"positions": position, "attention": attention}
+    return {"name": f"{position}-{attention}", "levels": levels, "metrics": {LOSS: loss, KV_CACHE: cache}}
+
+  runs = [
+      run("learned", "mha", 2.0, 8), run("rope", "mha", 1.8, 8), run("learned", "mqa", 2.1, 2), run("rope", "mqa", 2.2, 2)
+  ]
+  rope_vs_learned = Paired(LOSS, {"positions": "rope"}, {"positions": "learned"}, "lower").judge(runs)
+  assert rope_vs_learned.agrees is True  # lower on average (-0.2 and +0.1), though not in every pair
+  assert "-0.0500" in rope_vs_learned.measured and "lower in 1 of 2" in rope_vs_learned.measured
+  assert Paired(LOSS, {"attention": "mqa"}, {"attention": "mha"}, "close", 0.3).judge(runs).agrees is True
+  assert Paired(LOSS, {"attention": "mqa"}, {"attention": "mha"}, "close", 0.2).judge(runs).agrees is False
+  assert Shrinks(KV_CACHE, {"attention": "mqa"}, {"attention": "mha"}, factor=4).judge(runs).agrees is True
+  assert Shrinks(KV_CACHE, {"attention": "mqa"}, {"attention": "mha"}, factor=2).judge(runs).agrees is False
+  assert Paired(LOSS, {"positions": "alibi"}, {"positions": "learned"}, "lower").judge(runs).agrees is None
+
+
+@pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
+@pytest.mark.parametrize("name", list(reproductions.ABLATIONS))
+def test_every_run_of_a_definition_is_valid_and_within_the_parameter_budget(name, quick):
+  ablation = reproductions.ABLATIONS[name]
+  base = ablation.base_config(quick)
+  runs = ablation.runs(base)
+  assert len({run.name for run in runs}) == len(runs)
+  counts = []
+  for run in runs:
+    config = base_lib.run_config(base, run)
+    train.check_config(config)
+    counts.append(language_model.model_config(config, data_vocab_size=1).num_params())
+  assert max(abs(count / counts[0] - 1) for count in counts) <= 0.02, dict(zip((r.name for r in runs), counts))
+
+
+def test_the_transformer_variants_grid():
+  ablation = reproductions.ABLATIONS["transformer_variants"]
+  base = ablation.base_config(False)
+  runs = ablation.runs(base)
+  assert len(runs) == 18 and len({tuple(sorted(run.levels.items())) for run in runs}) == 18
+  models = {run.levels["attention"]: language_model.model_config(base_lib.run_config(base, run), 1) for run in runs}
+  caches = {attention: model.kv_cache_bytes_per_token() for attention, model in models.items()}
+  assert caches["mha"] == 2 * caches["gqa2"] == 4 * caches["mqa"]
+
+
+def test_an_unknown_reproduction_is_one_line_naming_them_all():
+  with pytest.raises(UserError) as raised:
+    reproductions.lookup("transformer_variant")
+  message = str(raised.value)
+  assert "\n" not in message and "'transformer_variant'" in message
+  assert all(name in message for name in reproductions.ABLATIONS)
+
+
+def test_an_override_the_base_config_lacks_is_named():
+  from decoders.errors import ConfigError
+
+  with pytest.raises(ConfigError, match="model.mlp_width"):
+    base_lib.run_config(shakespeare_char.get_config("test"), base_lib.Run("typo", {"model.mlp_width": 8}))
