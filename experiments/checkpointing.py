@@ -6,7 +6,8 @@ restore we walk back from the newest step, and tell two failures apart:
 
   * a checkpoint whose tree of arrays differs from the one this config builds (a
     parameter more or less, another shape or dtype) was written by another
-    experiment: the run stops and names the first difference; nothing is moved;
+    experiment: the run stops and names the first difference (or, when the layers
+    are stacked by nn.scan in one and not in the other, says so); nothing is moved;
   * a checkpoint that cannot be read (missing metadata, truncated or corrupt
     files) is reported once, moved aside under a name that never collides
     (`<step>.unreadable`, `<step>.unreadable-2`, ...) and never deleted, and the
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from decoders.models.decoder_lm import BLOCK_PREFIX, SCANNED_LAYERS
 from experiments.errors import IncompatibleCheckpointError
 
 
@@ -30,6 +32,30 @@ def _arrays(tree) -> dict[str, tuple[tuple, str]]:
       for path, x in leaves
       if hasattr(x, "shape")
   }
+
+
+def _scanned_layers(names) -> bool | None:
+  """True if the parameters hold a scanned layer stack, False if one subtree per layer, None if no layers."""
+  parts = {part for name in names if name.startswith("params/") for part in name.split("/")}
+  if SCANNED_LAYERS in parts:
+    return True
+  return False if f"{BLOCK_PREFIX}0" in parts else None
+
+
+def _layout_difference(saved: dict, expected: dict) -> str | None:
+  """The layer layout (model.scan_layers, decoders/models/decoder_lm.py: BlockStack) if the two differ, in words.
+
+  Named on its own because every parameter of every layer differs then: the first
+  difference alone would blame one array for a switch of the whole stack.
+  """
+  was_scanned, is_scanned = _scanned_layers(saved), _scanned_layers(expected)
+  if None in (was_scanned, is_scanned) or was_scanned == is_scanned:
+    return None
+  layout = f"stacked into one `{SCANNED_LAYERS}` tree" if was_scanned else f"one tree each ({BLOCK_PREFIX}0, {BLOCK_PREFIX}1, ...)"
+  return (
+      f"its layers are {layout}, as model.scan_layers={was_scanned} writes them; "
+      f"this config has model.scan_layers={is_scanned}"
+  )
 
 
 def _first_difference(saved: dict, expected: dict) -> str | None:
@@ -86,7 +112,8 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any unreadable metadata means a broken checkpoint
         self._set_aside(path, e)
         continue
-      difference = _first_difference(_arrays(getattr(saved, "tree", saved)), _arrays(abstract_state))
+      saved_arrays, expected_arrays = _arrays(getattr(saved, "tree", saved)), _arrays(abstract_state)
+      difference = _layout_difference(saved_arrays, expected_arrays) or _first_difference(saved_arrays, expected_arrays)
       if difference:
         raise IncompatibleCheckpointError(
             f"checkpoint {path} was written by a different config: {difference}; "

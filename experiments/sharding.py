@@ -30,6 +30,7 @@ DEFAULT_RULES = (
     ("length", None),
     ("conv_in", None),
     ("conv_out", "tensor"),
+    ("layers", None),  # each device holds every layer of a scanned stack: scan slices the layers in turn
 )
 
 

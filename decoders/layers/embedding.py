@@ -20,11 +20,17 @@ class TokenEmbedding(nn.Module):
     self.table = self.param("embedding", with_axes(self.init, VOCAB, EMBED), (self.vocab_size, self.width))
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
-    return jnp.take(jnp.asarray(self.table, self.dtype), tokens, axis=0)
+    # Look up, then cast: casting the table first would convert all of it every step and
+    # sum the gradients of repeated tokens in the compute dtype (bfloat16: 8 bits).
+    return jnp.take(self.table, tokens, axis=0).astype(self.dtype)
 
   def attend(self, x: jax.Array) -> jax.Array:
-    """Logits x E^T against every vocabulary entry (Press & Wolf 2017 weight tying)."""
-    return jnp.einsum("...d,vd->...v", x, jnp.asarray(self.table, self.dtype))
+    """Float32 logits x E^T against every vocabulary entry (Press & Wolf 2017 weight tying).
+
+    The inputs are in the compute dtype, the products float32: bfloat16 logits would
+    round away differences the softmax and the loss need.
+    """
+    return jnp.einsum("...d,vd->...v", x, jnp.asarray(self.table, self.dtype), preferred_element_type=jnp.float32)
 
 
 class LearnedPositions(nn.Module):
@@ -38,4 +44,4 @@ class LearnedPositions(nn.Module):
   @nn.compact
   def __call__(self, positions: jax.Array) -> jax.Array:
     table = self.param("embedding", with_axes(self.init, LENGTH, EMBED), (self.max_len, self.width))
-    return jnp.take(jnp.asarray(table, self.dtype), positions, axis=0)
+    return jnp.take(table, positions, axis=0).astype(self.dtype)  # look up, then cast: see TokenEmbedding

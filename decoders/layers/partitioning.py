@@ -19,6 +19,7 @@ HEAD_DIM = "kv"
 VOCAB = "vocab"
 CONV_IN = "conv_in"
 CONV_OUT = "conv_out"
+LAYERS = "layers"  # the stacked axis of nn.scan'ed layers: one slice per layer, never split
 
 
 def with_axes(init: Callable, *names: str | None) -> Callable:

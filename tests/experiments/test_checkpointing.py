@@ -8,6 +8,7 @@ import glob
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -102,3 +103,23 @@ def test_keeping_no_checkpoint_is_refused_before_any_is_deleted(trained_lm_copy,
   with pytest.raises(ConfigError, match="train.keep_checkpoints=0"):
     train.train_and_evaluate(lm_config, trained_lm_copy)
   assert checkpoint_names(trained_lm_copy) == ["3", "6"]
+
+
+@pytest.mark.parametrize("written_scanned", [True, False])
+def test_a_checkpoint_of_the_other_layer_layout_is_named_as_such(lm_config, tmp_path, written_scanned):
+  # Zeros of the right tree stand in for trained values: only the layout is read before the refusal.
+  workdir = str(tmp_path / "workdir")
+  lm_config.model.num_layers = 2
+  lm_config.model.scan_layers = written_scanned
+  _, trainer, checkpointer = train.setup(lm_config, workdir)
+  checkpointer.save(3, jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), trainer.abstract_state), {"position": 0})
+  checkpointer.wait()
+
+  lm_config.model.scan_layers = not written_scanned
+  with pytest.raises(IncompatibleCheckpointError) as raised:
+    train.train_and_evaluate(lm_config, workdir)
+
+  message = str(raised.value)
+  assert "\n" not in message
+  assert f"as model.scan_layers={written_scanned} writes them; this config has model.scan_layers={not written_scanned}" in message
+  assert checkpoint_names(workdir) == ["3"]
