@@ -7,6 +7,10 @@ import jax.numpy as jnp
 
 from decoders.layers.partitioning import EMBED, LENGTH, VOCAB, with_axes
 
+# GPT-2's embedding scale (Radford et al. 2019); the tied output layer reuses the table, so
+# this also sets the scale of the initial logits.
+TOKEN_INIT_STDDEV = 0.02
+
 
 class TokenEmbedding(nn.Module):
   """Looks tokens up in a [vocab, width] table; `attend` reuses it as the output layer (tied)."""
@@ -14,7 +18,7 @@ class TokenEmbedding(nn.Module):
   vocab_size: int
   width: int
   dtype: Any = jnp.float32
-  init: Any = nn.initializers.normal(stddev=0.02)
+  init: Any = nn.initializers.normal(stddev=TOKEN_INIT_STDDEV)
 
   def setup(self):
     self.table = self.param("embedding", with_axes(self.init, VOCAB, EMBED), (self.vocab_size, self.width))

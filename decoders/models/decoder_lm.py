@@ -25,7 +25,7 @@ from decoders.errors import ConfigError
 from decoders.layers import attention as attention_lib
 from decoders.layers import feed_forward, masks, norms
 from decoders.layers import positions as positions_lib
-from decoders.layers.embedding import LearnedPositions, TokenEmbedding
+from decoders.layers.embedding import TOKEN_INIT_STDDEV, LearnedPositions, TokenEmbedding
 from decoders.layers.partitioning import EMBED, LAYERS, VOCAB, with_axes
 
 POSITIONS = ("learned", "sinusoidal", "rope")
@@ -351,11 +351,7 @@ class DecoderLM(nn.Module):
     if length > cfg.max_len:
       raise ConfigError(f"input length {length} exceeds model.max_len={cfg.max_len}")
     positions = jnp.arange(length)[None] if positions is None else positions
-    x = self.embed(tokens)
-    if cfg.positions == "learned":
-      x = x + self.learned_positions(positions)
-    elif cfg.positions == "sinusoidal":
-      x = x + positions_lib.sinusoidal(positions, cfg.width).astype(x.dtype)
+    x = self.embed_inputs(tokens, positions)
     x = self.embed_dropout(x, deterministic=not train)
     causal = masks.sliding_window_mask(length, cfg.sliding_window) if cfg.sliding_window else masks.causal_mask(length)
     mask = masks.combine(causal, None if segment_ids is None else masks.segment_mask(segment_ids))
@@ -369,6 +365,20 @@ class DecoderLM(nn.Module):
       real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
       logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
     return logits
+
+  def embed_inputs(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+    """The first block's input [batch, length, width]: token embeddings plus absolute positions, if any."""
+    cfg = self.config
+    x = self.embed(tokens)
+    if cfg.positions == "learned":
+      x = x + self.learned_positions(positions)
+    elif cfg.positions == "sinusoidal":
+      # Vaswani et al. (sec. 3.4) multiply embeddings of scale d^-1/2 by sqrt(d), so tokens and the
+      # unit-amplitude sinusoid enter at the same scale. Our table keeps GPT-2's 0.02 (it is also the
+      # output layer), so the sinusoid comes down to that scale instead: the same ratio. Unscaled,
+      # position swamps the token and the model learns little more than unigram statistics.
+      x = x + TOKEN_INIT_STDDEV * positions_lib.sinusoidal(positions, cfg.width).astype(x.dtype)
+    return x
 
   def next_token_logits(self, window: jax.Array, length: jax.Array) -> jax.Array:
     """Logits [batch, vocab] for the token after the first `length` tokens of `window`.

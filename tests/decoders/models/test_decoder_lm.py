@@ -152,20 +152,17 @@ def test_a_sliding_window_sees_only_the_last_w_tokens():
   np.testing.assert_array_equal(before[:, 4:], after[:, 4:])  # position 4 sees 2, 3, 4 only
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
-def test_a_packed_row_gives_each_document_the_logits_it_has_alone(positions):
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_absolute_positions_enter_at_the_scale_of_the_tokens(positions):
+  # Unscaled unit-amplitude sinusoids on 0.02-scale embeddings left the token identity a
+  # fiftieth of the input, and the ablation's sinusoidal runs learned only unigram statistics.
   config = dataclasses.replace(CONFIG, positions=positions)
   params, model = _init(config), decoder_lm.DecoderLM(config)
-  first, second = _tokens(6, length=5)[0], _tokens(7, length=3)[0]
-  packed = np.concatenate([first, second])[None]
-  segment_ids = np.array([[1] * 5 + [2] * 3])
-  restarted = np.array([[0, 1, 2, 3, 4, 0, 1, 2]])
-
-  logits = model.apply({"params": params}, packed, positions=restarted, segment_ids=segment_ids)
-
-  alone = [model.apply({"params": params}, doc[None]) for doc in (first, second)]
-  np.testing.assert_allclose(logits[0, :5], alone[0][0], **TOLERANCE)
-  np.testing.assert_allclose(logits[0, 5:], alone[1][0], **TOLERANCE)
+  tokens = _tokens(0)
+  inputs = model.apply({"params": params}, tokens, jnp.arange(tokens.shape[1])[None], method=decoder_lm.DecoderLM.embed_inputs)
+  token_part = model.apply({"params": params}, tokens, method=lambda m, t: m.embed(t))
+  ratio = float(jnp.std(inputs - token_part) / jnp.std(token_part))
+  assert 0.3 < ratio < 3.0, ratio
 
 
 @pytest.mark.parametrize(
