@@ -308,6 +308,34 @@ def unstack_layers(params: dict) -> dict:
   return {**rest, **blocks}
 
 
+def add_positions(x: jax.Array, positions: jax.Array, config: DecoderLMConfig, learned=None) -> jax.Array:
+  """x plus the absolute position signal `config.positions` asks for; RoPE adds none (it rotates q and k).
+
+  `learned` is the model's LearnedPositions table when config.positions is "learned".
+  """
+  if config.positions == "learned":
+    return x + learned(positions)
+  if config.positions == "sinusoidal":
+    # Vaswani et al. (sec. 3.4) multiply embeddings of scale d^-1/2 by sqrt(d), so tokens and the
+    # unit-amplitude sinusoid enter at the same scale. Our table keeps GPT-2's 0.02 (it is also the
+    # output layer), so the sinusoid comes down to that scale instead: the same ratio. Unscaled,
+    # position swamps the token and the model learns little more than unigram statistics.
+    return x + TOKEN_INIT_STDDEV * positions_lib.sinusoidal(positions, config.width).astype(x.dtype)
+  return x
+
+
+def mask_vocab_padding(logits: jax.Array, config: DecoderLMConfig) -> jax.Array:
+  """Float32 logits with the padded vocabulary rows (past `config.vocab_size`) at the float32 minimum.
+
+  The minimum rather than -inf: softmax gives it exactly 0 probability, and a one-hot
+  cross-entropy multiplies it by 0 without making a NaN.
+  """
+  if config.padded_vocab_size == config.vocab_size:
+    return logits
+  real = jnp.arange(config.padded_vocab_size) < config.vocab_size
+  return jnp.where(real, logits, jnp.finfo(jnp.float32).min)
+
+
 class DecoderLM(nn.Module):
   """Maps tokens [batch, length] to next-token logits [batch, length, padded_vocab_size] (float32)."""
 
@@ -359,26 +387,12 @@ class DecoderLM(nn.Module):
     if cfg.norm_position == "pre":
       x = self.final_norm(x)
     logits = self.embed.attend(x) if cfg.tie_embeddings else self.unembed(x)  # float32 either way
-    if cfg.padded_vocab_size > cfg.vocab_size:
-      # The float32 minimum rather than -inf: softmax gives it exactly 0 probability,
-      # and a one-hot cross-entropy multiplies it by 0 without making a NaN.
-      real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
-      logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
-    return logits
+    return mask_vocab_padding(logits, cfg)
 
   def embed_inputs(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
     """The first block's input [batch, length, width]: token embeddings plus absolute positions, if any."""
-    cfg = self.config
-    x = self.embed(tokens)
-    if cfg.positions == "learned":
-      x = x + self.learned_positions(positions)
-    elif cfg.positions == "sinusoidal":
-      # Vaswani et al. (sec. 3.4) multiply embeddings of scale d^-1/2 by sqrt(d), so tokens and the
-      # unit-amplitude sinusoid enter at the same scale. Our table keeps GPT-2's 0.02 (it is also the
-      # output layer), so the sinusoid comes down to that scale instead: the same ratio. Unscaled,
-      # position swamps the token and the model learns little more than unigram statistics.
-      x = x + TOKEN_INIT_STDDEV * positions_lib.sinusoidal(positions, cfg.width).astype(x.dtype)
-    return x
+    learned = self.learned_positions if self.config.positions == "learned" else None
+    return add_positions(self.embed(tokens), positions, self.config, learned)
 
   def next_token_logits(self, window: jax.Array, length: jax.Array) -> jax.Array:
     """Logits [batch, vocab] for the token after the first `length` tokens of `window`.

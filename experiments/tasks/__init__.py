@@ -4,10 +4,12 @@ from experiments import config_rules
 from experiments.tasks.autoencoder import AutoencoderTask
 from experiments.tasks.base import Objective, Task
 from experiments.tasks.language_model import LanguageModelTask
+from experiments.tasks.masked_lm import MaskedLMTask
 
 TASKS: dict[str, type[Task]] = {
     "language_model": LanguageModelTask,
     "autoencoder": AutoencoderTask,
+    "masked_lm": MaskedLMTask,
 }
 
 

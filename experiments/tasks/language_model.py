@@ -46,19 +46,7 @@ class LanguageModelTask(Task):
     context = config.data.context_length
     if context > model.max_len:
       raise ConfigError(f"data.context_length={context} exceeds model.max_len={model.max_len}")
-    # The padded vocabulary splits if its multiple does; a vocabulary the config gives
-    # (model.vocab_size, unpadded) may split by itself, as LLaMA's 32,000 rows do.
-    vocab = ("model.vocab_multiple", model.vocab_multiple)
-    if config.model.get("vocab_size") and model.vocab_multiple == 1:
-      vocab = ("model.vocab_size", model.vocab_size)
-    for key, size, axis in (
-        ("model.num_heads", model.num_heads, partitioning.HEADS),
-        ("model.num_kv_heads", model.kv_heads, partitioning.KV_HEADS),  # 0 means num_heads
-        ("model.mlp_dim", model.mlp_dim, partitioning.MLP),
-        (*vocab, partitioning.VOCAB),
-        ("model.width", model.width, partitioning.EMBED),
-    ):
-      sharding.check_divisible(key, size, axis, mesh_shape)
+    check_stack_divisible(model, mesh_shape, vocab_given=bool(config.model.get("vocab_size")))
     prompt = config.sample.prompt
     if not 0 < len(prompt) <= context:
       raise ConfigError(
@@ -199,3 +187,22 @@ def _generate(model, params, prompt, num_tokens, temperature, rng, window):
     return model.apply({"params": params}, context, length, method=decoder_lm.DecoderLM.next_token_logits)
 
   return sampling.generate(next_token_logits, prompt, num_tokens, strategies.Temperature(temperature), rng, window)
+
+
+def check_stack_divisible(model: decoder_lm.DecoderLMConfig, mesh_shape, vocab_given: bool = False) -> None:
+  """A ConfigError naming the first size of a Transformer stack that its mesh axes cannot split evenly.
+
+  The padded vocabulary splits if its multiple does; a vocabulary the config gives
+  (model.vocab_size, unpadded) may split by itself, as LLaMA's 32,000 rows do.
+  """
+  vocab = ("model.vocab_multiple", model.vocab_multiple)
+  if vocab_given and model.vocab_multiple == 1:
+    vocab = ("model.vocab_size", model.vocab_size)
+  for key, size, axis in (
+      ("model.num_heads", model.num_heads, partitioning.HEADS),
+      ("model.num_kv_heads", model.kv_heads, partitioning.KV_HEADS),  # 0 means num_heads
+      ("model.mlp_dim", model.mlp_dim, partitioning.MLP),
+      (*vocab, partitioning.VOCAB),
+      ("model.width", model.width, partitioning.EMBED),
+  ):
+    sharding.check_divisible(key, size, axis, mesh_shape)
