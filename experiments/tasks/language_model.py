@@ -61,7 +61,7 @@ class LanguageModelTask(Task):
     # Each token adds a key and a value per layer and KV head: what GQA and MQA shrink (Ainslie et al. 2023).
     cache = ((model.num_layers, model.kv_heads, model.head_dim), (None, partitioning.KV_HEADS, partitioning.HEAD_DIM))
     return ModelDescription(
-        init_params=functools.partial(_init_params, decoder_lm.DecoderLM(model), context),
+        init_params=functools.partial(init_sequence_params, decoder_lm.DecoderLM(model), context),
         embeddings=("embed", "positions", "unembed"),  # num_params(include_embeddings=False) leaves these out
         flops_per_unit=model.flops_per_token(context),
         cache_per_token={"key": cache, "value": cache},
@@ -90,31 +90,28 @@ class LanguageModelTask(Task):
     self.model = decoder_lm.DecoderLM(self.model_config)
 
   def init_params(self, rng):
-    return _init_params(self.model, self.config.data.context_length, rng)
+    return init_sequence_params(self.model, self.config.data.context_length, rng)
 
   # Packed rows (data.packing="documents") carry segment ids, positions and target weights;
   # stream rows carry none, and the model's defaults (one document per row) apply.
-  def loss_fn(self, params, batch, rng, train):
-    logits = self.model.apply(
+  def _logits(self, params, batch, train=False, rng=None):
+    return self.model.apply(
         {"params": params},
         batch["inputs"],
         train=train,
         positions=batch.get("positions"),
         segment_ids=batch.get("segment_ids"),
-        rngs={"dropout": rng},
+        rngs=None if rng is None else {"dropout": rng},
     )
+
+  def loss_fn(self, params, batch, rng, train):
+    logits = self._logits(params, batch, train, rng)
     total, count = losses.cross_entropy(logits, batch["targets"], batch.get("target_weights"))
     loss = total / count
     return loss, {"loss": loss}
 
   def eval_fn(self, params, batch):
-    logits = self.model.apply(
-        {"params": params},
-        batch["inputs"],
-        train=False,
-        positions=batch.get("positions"),
-        segment_ids=batch.get("segment_ids"),
-    )
+    logits = self._logits(params, batch)
     weights = jnp.broadcast_to(batch["weight"][:, None], batch["targets"].shape)  # 0: a padding row
     if "target_weights" in batch:
       weights = weights * batch["target_weights"]
@@ -169,15 +166,22 @@ def model_config(config, data_vocab_size: int) -> decoder_lm.DecoderLMConfig:
   its first `data_vocab_size`, and the rest are never seen in training.
   """
   fields = dict(config.model)
-  vocab_size = fields.pop("vocab_size", 0) or data_vocab_size
-  if vocab_size < data_vocab_size:
+  fields["vocab_size"] = vocab_size(config, data_vocab_size)
+  return decoder_lm.preset(fields.pop("preset"), **fields)
+
+
+def vocab_size(config, data_vocab_size: int) -> int:
+  """`model.vocab_size` if the config sets it (never fewer rows than the data has ids), else the data's."""
+  size = config.model.get("vocab_size", 0) or data_vocab_size
+  if size < data_vocab_size:
     raise ConfigError(
-        f"model.vocab_size={vocab_size} is smaller than the {data_vocab_size}-token vocabulary of data.name={config.data.name!r}"
+        f"model.vocab_size={size} is smaller than the {data_vocab_size}-token vocabulary of data.name={config.data.name!r}"
     )
-  return decoder_lm.preset(fields.pop("preset"), **fields, vocab_size=vocab_size)
+  return size
 
 
-def _init_params(model: decoder_lm.DecoderLM, context_length: int, rng: jax.Array):
+def init_sequence_params(model, context_length: int, rng: jax.Array):
+  """A sequence model's parameters, initialised on a batch of one all-zero row."""
   return model.init(rng, jnp.zeros((1, context_length), jnp.int32))["params"]
 
 

@@ -29,7 +29,7 @@ from decoders.models.decoder_lm import DecoderLMConfig
 from experiments.config_rules import TEXT, Rule, fields_of, integer, number, one_of, show
 from experiments.data import pipeline, shakespeare
 from experiments.tasks.base import ModelDescription, Task
-from experiments.tasks.language_model import check_stack_divisible
+from experiments.tasks import language_model
 
 DATASETS = {"shakespeare_char": shakespeare.load_split_text}
 EVAL_MASKING_SEED = 20190524  # fixed, not config.seed: runs with different seeds score the same predictions
@@ -94,7 +94,7 @@ class MaskedLMTask(Task):
     data = config.data
     if data.context_length > model.max_len:
       raise ConfigError(f"data.context_length={data.context_length} exceeds model.max_len={model.max_len}")
-    check_stack_divisible(model, mesh_shape)
+    language_model.check_stack_divisible(model, mesh_shape)
     if data.mask_token_fraction + data.random_token_fraction > 1:
       raise ConfigError(
           f"data.mask_token_fraction={data.mask_token_fraction} and data.random_token_fraction="
@@ -114,7 +114,7 @@ class MaskedLMTask(Task):
     model = model_config(config, data_vocab_size=1) if config.model.get("vocab_size") else cls(config).model_config
     context = config.data.context_length
     return ModelDescription(
-        init_params=functools.partial(_init_params, encoder.Encoder(model), context),
+        init_params=functools.partial(language_model.init_sequence_params, encoder.Encoder(model), context),
         embeddings=("embed", "positions", "token_types", "output_bias"),  # num_params(include_embeddings=False) leaves these out
         flops_per_unit=model.flops_per_token(context),
     )
@@ -144,7 +144,7 @@ class MaskedLMTask(Task):
     self.model = encoder.Encoder(self.model_config)
 
   def init_params(self, rng):
-    return _init_params(self.model, self.config.data.context_length, rng)
+    return language_model.init_sequence_params(self.model, self.config.data.context_length, rng)
 
   def _predictions(self, params, batch, rng=None, train=False):
     """Summed cross-entropy and correct argmax predictions at the chosen positions, and their weight."""
@@ -220,13 +220,5 @@ class MaskedLMTask(Task):
 def model_config(config, data_vocab_size: int) -> encoder.EncoderConfig:
   """The model dataclass from `config.model` (a preset plus overrides) and the data's vocabulary ([MASK] included)."""
   fields = dict(config.model)
-  vocab_size = fields.pop("vocab_size", 0) or data_vocab_size
-  if vocab_size < data_vocab_size:
-    raise ConfigError(
-        f"model.vocab_size={vocab_size} is smaller than the {data_vocab_size}-token vocabulary of data.name={config.data.name!r}"
-    )
-  return encoder.preset(fields.pop("preset"), **fields, vocab_size=vocab_size)
-
-
-def _init_params(model: encoder.Encoder, context_length: int, rng: jax.Array):
-  return model.init(rng, jnp.zeros((1, context_length), jnp.int32))["params"]
+  fields["vocab_size"] = language_model.vocab_size(config, data_vocab_size)
+  return encoder.preset(fields.pop("preset"), **fields)
