@@ -7,7 +7,7 @@ RUN_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1 TF_CPP_MIN_LOG_LEVEL=2
 CONFIG ?= configs/shakespeare_char.py
 WORKDIR ?= workdirs/shakespeare_char
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv clean reference bench-hf
 
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
@@ -19,6 +19,19 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python -m experiments.bench train --config=$(CONFIG)
 
 venv: $(STAMP)
+
+# The reference extra (requirements-reference.txt: torch, transformers): implementations we
+# compare against, installed on top of the pins above, behind a stamp of their own.
+REFERENCE_STAMP := $(VENV)/.installed-reference
+
+reference: $(REFERENCE_STAMP)
+
+bench-hf: $(REFERENCE_STAMP)
+	$(RUN_ENV) $(VENV)/bin/python -m experiments.bench hf_gpt2
+
+$(REFERENCE_STAMP): $(STAMP) requirements-reference.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-reference.txt
+	touch $(REFERENCE_STAMP)
 
 $(STAMP): requirements.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -3,11 +3,12 @@ import sys
 
 from absl import app, flags, logging
 
-from experiments.bench import common
-from experiments.bench import train
+from experiments.bench import attention, common
+from experiments.bench import compile as compile_time
+from experiments.bench import hf_gpt2, train
 
 # name -> module with run() -> lines; each module defines its own flags.
-BENCHMARKS = {"train": train}
+BENCHMARKS = {"train": train, "compile": compile_time, "attention": attention, "hf_gpt2": hf_gpt2}
 
 _RECORD = flags.DEFINE_bool("record", False, "Append the result to BENCHMARKS.md.")
 

@@ -6,6 +6,11 @@ import resource
 import statistics
 import time
 
+from ml_collections import config_flags
+
+# The config a benchmark trains (train, compile). absl allows a flag name once, so it lives here.
+CONFIG = config_flags.DEFINE_config_file("config", "configs/shakespeare_char.py", "Config to benchmark.", lock_config=True)
+
 
 def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
   """Median FLOP/s of a [size, size] x [size, size] jitted matmul."""
@@ -58,4 +63,10 @@ def peak_memory_line() -> str:
 def record(command: str, lines: list[str], path: str = "BENCHMARKS.md") -> None:
   """Appends a result under a heading with the date and the command that produced it."""
   with open(path, "a", encoding="utf-8") as f:
-    f.write(f"\n## {datetime.date.today()} — `{command}`\n\n" + "".join(f"- {line}\n" for line in lines))
+    body, in_table = "", False
+    for line in lines:  # table rows stay rows, set apart by blank lines; every other line is a bullet
+      if line.startswith("|") != in_table:
+        in_table = not in_table
+        body += "\n" if body else ""
+      body += f"{line}\n" if in_table else f"- {line}\n"
+    f.write(f"\n## {datetime.date.today()} — `{command}`\n\n{body}")

@@ -11,11 +11,9 @@ import tempfile
 import time
 
 from absl import flags
-from ml_collections import config_flags
 
 from experiments.bench import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/shakespeare_char.py", "Config to benchmark.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed training steps (after 3 warm-up steps).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Matmul timing repeats (the median is reported).")
 
@@ -56,7 +54,7 @@ def train_throughput(config, steps: int) -> dict:
 
 def run() -> list[str]:
   peak = common.matmul_peak(repeats=_REPEATS.value)
-  result = train_throughput(_CONFIG.value, _STEPS.value)
+  result = train_throughput(common.CONFIG.value, _STEPS.value)
   peak = max(peak, common.matmul_peak(repeats=_REPEATS.value))  # bracket the run: noise shows as a gap
   task = result["task"]
   lines = [

@@ -155,7 +155,10 @@ class LanguageModelTask(Task):
   def sample(self, params, rng):
     cfg = self.config.sample
     prompt = jnp.asarray(self.tokenizer.encode(cfg.prompt))[None]
-    tokens = _generate(self.model, params, prompt, cfg.num_tokens, cfg.temperature, rng, self.config.data.context_length)
+    tokens = _generate(
+        self.model, params, prompt, cfg.num_tokens, cfg.temperature, rng, self.config.data.context_length,
+        self.tokenizer.vocab_size,
+    )
     return self.tokenizer.decode(np.asarray(tokens[0]))
 
 
@@ -185,10 +188,11 @@ def init_sequence_params(model, context_length: int, rng: jax.Array):
   return model.init(rng, jnp.zeros((1, context_length), jnp.int32))["params"]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 6))
-def _generate(model, params, prompt, num_tokens, temperature, rng, window):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 6, 7))
+def _generate(model, params, prompt, num_tokens, temperature, rng, window, num_ids):
   def next_token_logits(context, length):
-    return model.apply({"params": params}, context, length, method=decoder_lm.DecoderLM.next_token_logits)
+    logits = model.apply({"params": params}, context, length, method=decoder_lm.DecoderLM.next_token_logits)
+    return logits[..., :num_ids]  # a model.vocab_size beyond the data's has rows no character decodes to
 
   return sampling.generate(next_token_logits, prompt, num_tokens, strategies.Temperature(temperature), rng, window)
 

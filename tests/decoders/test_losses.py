@@ -28,3 +28,17 @@ def test_cross_entropy_without_weights_counts_every_token():
   total, count = losses.cross_entropy(logits, np.zeros((2, 4), np.int32))
   assert count == 8
   np.testing.assert_allclose(total, 8 * np.log(8), rtol=1e-6)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_one_hot_even_beside_masked_logits():
+  import jax
+
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 3, 6)).astype(np.float32)
+  logits[..., -2:] = np.finfo(np.float32).min  # padded vocabulary rows, as DecoderLM masks them
+  targets = rng.integers(0, 4, size=(2, 3))
+  grad = jax.grad(lambda z: losses.cross_entropy(z, targets)[0])(logits)
+  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  expected = shifted / shifted.sum(axis=-1, keepdims=True) - np.eye(6)[targets]
+  np.testing.assert_allclose(grad, expected, atol=1e-6)
+  assert np.all(grad[..., -2:] == 0)

@@ -1,5 +1,8 @@
-"""The two attention kernels compute the same function (DESIGN.md: xla path == einsum path),
-for every mask kind and for grouped-query attention (Ainslie et al. 2023)."""
+"""The attention kernels compute the same function (DESIGN.md: xla path == einsum path, and the
+chunked kernel too, gradients included), for every mask kind and for grouped-query attention
+(Ainslie et al. 2023)."""
+import functools
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -23,6 +26,9 @@ MASKS = {
 }
 
 _kernel = jax.jit(attention.attention, static_argnames="implementation")
+# Blocks of 2 over 5 positions: 3 query blocks and 3 key blocks, the last padded with a masked key.
+CHUNK = 2
+_chunked = functools.partial(attention.chunked_attention, block_size=CHUNK)
 
 
 def _qkv(seed, kv_heads, length=LENGTH):
@@ -46,12 +52,13 @@ def _reference_mha(q, k, v, mask, bias):
   return np.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-def test_xla_and_einsum_kernels_agree_on_a_single_token():
+@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+def test_kernels_agree_with_einsum_on_a_single_token(implementation):
   q, k, v = _qkv(0, 2, length=1)
   mask = masks.causal_mask(1)
-  xla = _kernel(q, k, v, mask, implementation="xla")
-  np.testing.assert_allclose(xla, _kernel(q, k, v, mask, implementation="einsum"), **TOLERANCE)
-  assert xla.shape == (BATCH, 1, HEADS, DEPTH)
+  out = _kernel(q, k, v, mask, implementation=implementation)
+  np.testing.assert_allclose(out, _kernel(q, k, v, mask, implementation="einsum"), **TOLERANCE)
+  assert out.shape == (BATCH, 1, HEADS, DEPTH)
 
 
 @pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
@@ -64,6 +71,41 @@ def test_xla_and_einsum_kernels_agree(mask_kind, kv_heads, with_bias):
   einsum = _kernel(q, k, v, mask, implementation="einsum", bias=bias)
   assert xla.shape == einsum.shape == (BATCH, LENGTH, HEADS, DEPTH)
   np.testing.assert_allclose(xla, einsum, **TOLERANCE)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _output_and_gradients(kernel, q, k, v, mask, bias, d_out):
+  out, vjp = jax.vjp(lambda q, k, v, bias: kernel(q, k, v, mask, bias=bias), q, k, v, bias)
+  return out, vjp(d_out)
+
+
+# Multi-head attention (kv_heads = HEADS) is the grouped case tested against numpy below.
+@pytest.mark.parametrize("kv_heads", [2, 1], ids=["gqa", "mqa"])
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+def test_chunked_and_einsum_kernels_agree_with_their_gradients(mask_kind, kv_heads):
+  # Gradients with respect to query, key, value and the bias (a T5 relative bias is learned).
+  q, k, v = _qkv(11, kv_heads)
+  mask, bias = MASKS[mask_kind](), _bias(12)
+  d_out = np.random.default_rng(13).normal(size=q.shape).astype(np.float32)
+  chunked, chunked_grads = _output_and_gradients(_chunked, q, k, v, mask, bias, d_out)
+  einsum, einsum_grads = _output_and_gradients(attention.einsum_attention, q, k, v, mask, bias, d_out)
+  np.testing.assert_allclose(chunked, einsum, **TOLERANCE)
+  for name, got, want in zip(("query", "key", "value", "bias"), chunked_grads, einsum_grads):
+    assert got.shape == want.shape, name
+    np.testing.assert_allclose(got, want, **TOLERANCE, err_msg=name)
+
+
+def test_chunked_kernel_skips_the_key_blocks_a_causal_mask_hides():
+  # The first query block (positions 0, 1) never visits the later key blocks: NaN values there,
+  # which any visit would spread (a zero weight times NaN is NaN), leave its rows as they were.
+  q, k, v = _qkv(14, 2)
+  mask = masks.causal_mask(LENGTH)
+  kernel = jax.jit(_chunked)
+  out = kernel(q, k, v, mask)
+  v[:, CHUNK:] = np.nan
+  hidden = kernel(q, k, v, mask)
+  np.testing.assert_array_equal(hidden[:, :CHUNK], out[:, :CHUNK])
+  assert np.isnan(hidden[:, CHUNK:]).all()  # every later query sees position CHUNK
 
 
 @pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
