@@ -13,6 +13,7 @@ import time
 from absl import flags
 
 from decoders.layers import attention as attention_lib
+from decoders.layers import chunked_attention
 
 _CONTEXTS = flags.DEFINE_list("contexts", ["256", "512", "1024"], "Sequence lengths to time.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed calls of each kernel per context (the median is reported).")
@@ -52,7 +53,7 @@ def kernel_seconds(length: int, rounds: int) -> dict[str, float]:
 def run() -> list[str]:
   lines = [
       f"causal self-attention, forward + backward, batch {BATCH}, {HEADS} heads of {HEAD_DIM}, float32, "
-      f"chunked blocks of {attention_lib.BLOCK_SIZE}: median of {_ROUNDS.value} interleaved rounds (ratio to xla)"
+      f"chunked blocks of {chunked_attention.BLOCK_SIZE}: median of {_ROUNDS.value} interleaved rounds (ratio to xla)"
   ]
   for length in (int(context) for context in _CONTEXTS.value):
     seconds = kernel_seconds(length, _ROUNDS.value)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from decoders.errors import ConfigError
-from decoders.layers import attention, masks
+from decoders.layers import attention, chunked_attention, masks
 
 # Two float32 implementations of the same softmax: they differ only in summation order.
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -28,7 +28,7 @@ MASKS = {
 _kernel = jax.jit(attention.attention, static_argnames="implementation")
 # Blocks of 2 over 5 positions: 3 query blocks and 3 key blocks, the last padded with a masked key.
 CHUNK = 2
-_chunked = functools.partial(attention.chunked_attention, block_size=CHUNK)
+_chunked = functools.partial(chunked_attention.chunked_attention, block_size=CHUNK)
 
 
 def _qkv(seed, kv_heads, length=LENGTH):
