@@ -46,6 +46,10 @@ class LanguageModelTask(Task):
     context = config.data.context_length
     if context > model.max_len:
       raise ConfigError(f"data.context_length={context} exceeds model.max_len={model.max_len}")
+    if model.sliding_window > context:
+      raise ConfigError(
+          f"model.sliding_window={model.sliding_window} exceeds data.context_length={context}: it would never bind"
+      )
     check_stack_divisible(model, mesh_shape, vocab_given=bool(config.model.get("vocab_size")))
     prompt = config.sample.prompt
     if not 0 < len(prompt) <= context:

@@ -144,7 +144,11 @@ CASES = {
     ),
     "kv heads not dividing heads": ({"model.num_heads": 4, "model.num_kv_heads": 3}, "model.num_kv_heads=3"),
     "rope with an odd head dim": ({"model.positions": "rope", "model.width": 36, "model.num_heads": 4}, "even head dim"),
-    "window longer than the context": ({"model.sliding_window": 32}, "model.sliding_window=32"),
+    "window longer than max_len": ({"model.sliding_window": 32}, "model.sliding_window=32"),
+    "window longer than the context": (
+        {"model.max_len": 32, "model.sliding_window": 24},
+        "model.sliding_window=24 exceeds data.context_length=16",
+    ),
     "mlp not divisible by tensor": (
         {"mesh.data": 1, "mesh.tensor": 8, "model.num_heads": 8, "model.width": 64, "model.mlp_dim": 60},
         "model.mlp_dim=60",
