@@ -18,8 +18,8 @@ Learned positions add their table (64 × width), which is an embedding and not c
 1,500 steps: the default model takes about 60 ms a step on the AVX-512 machine of this
 project and 125–167 ms on the AVX2 one (README), so a run takes 2–5 minutes with its
 compilation and evaluations, and the 18 runs 35–85 minutes: within the 90-minute budget
-on either machine while it is quiet. --quick took 10 min on the AVX-512 machine while five other jobs shared its 2
-cores (load ~9), most of it compiling each run's steps: a few minutes on a quiet machine.
+on either machine while it is quiet. Measured on the AVX-512 machine: 37 minutes, and
+2 min 20 s for --quick (most of it compiling each run's steps).
 """
 import dataclasses
 
