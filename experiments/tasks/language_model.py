@@ -84,12 +84,7 @@ class LanguageModelTask(Task):
     shortest = min(len(self.train_text), len(self.validation_text))
     if data.context_length >= shortest:
       raise ConfigError(f"data.context_length={data.context_length} leaves no window in a split of {shortest} characters")
-    unknown = sorted(set(config.sample.prompt) - set(self.tokenizer.vocabulary))
-    if unknown:
-      raise ConfigError(
-          f"sample.prompt={show(config.sample.prompt)} has characters {show(''.join(unknown))} that are not in "
-          f"the {self.tokenizer.vocab_size}-character vocabulary of data.name={data.name!r}"
-      )
+    check_prompt_characters(config.sample.prompt, self.tokenizer.vocabulary, data.name)
     self.model_config = model_config(config, self.tokenizer.vocab_size)
     self.model = decoder_lm.DecoderLM(self.model_config)
 
@@ -218,3 +213,13 @@ def check_stack_divisible(model: decoder_lm.DecoderLMConfig, mesh_shape, vocab_g
       ("model.width", model.width, partitioning.EMBED),
   ):
     sharding.check_divisible(key, size, axis, mesh_shape)
+
+
+def check_prompt_characters(prompt: str, characters: str, data_name: str) -> None:
+  """A ConfigError naming the characters of `prompt` that the data's vocabulary lacks."""
+  unknown = sorted(set(prompt) - set(characters))
+  if unknown:
+    raise ConfigError(
+        f"sample.prompt={show(prompt)} has characters {show(''.join(unknown))} that are not in "
+        f"the {len(characters)}-character vocabulary of data.name={data_name!r}"
+    )

@@ -131,12 +131,8 @@ class MaskedLMTask(Task):
     self.tokenizer = pipeline.CharTokenizer(characters + data.mask_char)  # [MASK] is the last id
     if data.context_length > min(len(self.train_text), len(self.validation_text)):
       raise ConfigError(f"data.context_length={data.context_length} is longer than a split of data.name={data.name!r}")
-    unknown = sorted(set(config.sample.prompt) - set(self.tokenizer.vocabulary))
-    if unknown:
-      raise ConfigError(
-          f"sample.prompt={show(config.sample.prompt)} has characters {show(''.join(unknown))} that are not in "
-          f"the {len(characters)}-character vocabulary of data.name={data.name!r}"
-      )
+    # The mask character counts as a character of the prompt: it marks what to fill in.
+    language_model.check_prompt_characters(config.sample.prompt, characters + data.mask_char, data.name)
     self.masking = Masking(
         data.mask_rate, data.mask_token_fraction, data.random_token_fraction, mask_id=len(characters), num_tokens=len(characters)
     )
