@@ -33,7 +33,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       max_len=64,
       dropout_rate=0.0,  # < 1 epoch in the 10-minute budget: nothing to regularise yet
       attention="xla",
-      dtype="float32",
+      dtype="float32",  # or "bfloat16": bf16 compute, f32 parameters, optimizer state and loss
+      remat="none",  # or "full" / "save_dots": recompute each block in the backward pass
+      scan_layers=False,  # True: the blocks as one nn.scan (compile time independent of depth)
       vocab_multiple=8,  # 82 characters -> 88 rows: the vocabulary splits over mesh.tensor = 1, 2, 4 or 8
   )
   config.optimizer = dict(

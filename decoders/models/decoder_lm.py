@@ -73,9 +73,9 @@ class DecoderLMConfig:
   dtype: str = "float32"
   # One of REMATS: what each block keeps for the backward pass. Pair it with scan_layers: in a
   # loop XLA may schedule every block's recomputation ahead of the backward pass and keep it all
-  # alive (jax-ml/jax#20763). Measured on the CPU (8 layers, width 128, 16 x 256 tokens), the
-  # gradient's temporary memory was 816 MiB without remat, 808 MiB with "full" in a loop, and
-  # 911 / 239 / 129 MiB with none / "save_dots" / "full" in a scan.
+  # alive (jax-ml/jax#20763). The train step's temporaries on the CPU (8 layers, width 128,
+  # 16 x 256 tokens; `python -m experiments.bench compile`, BENCHMARKS.md): 827 MiB in a loop
+  # with or without remat; 918 / 248 / 136 MiB with none / "save_dots" / "full" in a scan.
   remat: str = "none"
   # One nn.scan over the blocks instead of a Python loop: the step compiles one block, not
   # num_layers of them. The parameters are then one `layers` subtree with a leading

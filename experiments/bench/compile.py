@@ -7,6 +7,10 @@ compiles one block whatever the depth. For each depth and layout this lowers the
 trainer's jitted step (`.lower`: trace to StableHLO) and compiles it (`.compile`:
 XLA), timed apart, and prints the deepest/shallowest ratio of their sum; the CPU
 seconds of the process are printed too, as they suffer less from a shared machine.
+The compiled step's temporary memory shows what `model.remat` saves in each layout:
+
+    python -m experiments.bench compile --layers=8 --config.model.remat=full --config.data.context_length=256 \
+        --config.model.max_len=256 --config.data.batch_size=16
 """
 import tempfile
 import time
@@ -18,8 +22,9 @@ from experiments.bench import common
 _LAYERS = flags.DEFINE_list("layers", ["2", "24"], "Depths (model.num_layers) to compile.")
 
 
-def compile_seconds(config) -> tuple[float, float, float]:
-  """Wall-clock seconds lowering and compiling the train step of `config`, and the CPU seconds of both."""
+def compile_seconds(config) -> tuple[float, float, float, int]:
+  """Wall-clock seconds lowering and compiling the train step of `config`, the CPU seconds of both,
+  and the compiled step's temporary memory in bytes (XLA's buffer assignment: what remat shrinks)."""
   import jax
 
   from experiments.data.pipeline import BatchIterator
@@ -32,20 +37,20 @@ def compile_seconds(config) -> tuple[float, float, float]:
   start, cpu_start = time.perf_counter(), time.process_time()
   lowered = trainer.train_step.lower(trainer.abstract_state, batch)
   lowered_at = time.perf_counter()
-  lowered.compile()
-  return lowered_at - start, time.perf_counter() - lowered_at, time.process_time() - cpu_start
+  compiled = lowered.compile()
+  seconds = lowered_at - start, time.perf_counter() - lowered_at, time.process_time() - cpu_start
+  return *seconds, compiled.memory_analysis().temp_size_in_bytes
 
 
 def run() -> list[str]:
   config = common.CONFIG.value
-  config.unlock()  # model.scan_layers may be a key the config file leaves to the library default
   depths = [int(depth) for depth in _LAYERS.value]
   model = config.model
   lines = [
       f"train step of {config.model.preset}, width {model.width}, {model.num_heads} heads, MLP {model.mlp_dim}, "
-      f"context {config.data.context_length}, batch {config.data.batch_size}, remat {model.get('remat', 'none')}",
-      "| layers | layout | lower (s) | compile (s) | total (s) | CPU (s) |",
-      "| ---: | --- | ---: | ---: | ---: | ---: |",
+      f"context {config.data.context_length}, batch {config.data.batch_size}, remat {model.remat}",
+      "| layers | layout | lower (s) | compile (s) | total (s) | CPU (s) | temporaries (MiB) |",
+      "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
   ]
   # A first compile pays one-time costs (tracing caches, XLA's start-up) that are no layout's.
   config.model.num_layers, config.model.scan_layers = min(depths), False
@@ -54,12 +59,14 @@ def run() -> list[str]:
   for scan in (False, True):
     for depth in depths:
       config.model.num_layers, config.model.scan_layers = depth, scan
-      lower, compile_, cpu = compile_seconds(config)
+      lower, compile_, cpu, temporaries = compile_seconds(config)
       totals[scan, depth] = lower + compile_, cpu
       layout = "nn.scan" if scan else "loop"
-      lines.append(f"| {depth} | {layout} | {lower:.2f} | {compile_:.2f} | {lower + compile_:.2f} | {cpu:.2f} |")
+      lines.append(
+          f"| {depth} | {layout} | {lower:.2f} | {compile_:.2f} | {lower + compile_:.2f} | {cpu:.2f} | {temporaries / 2**20:.0f} |"
+      )
   deepest, shallowest = max(depths), min(depths)
-  for scan in (False, True):
+  for scan in (False, True) if deepest > shallowest else ():
     (wall, cpu), (base_wall, base_cpu) = totals[scan, deepest], totals[scan, shallowest]
     lines.append(
         f"{'nn.scan' if scan else 'loop'}: {deepest} layers take {wall / base_wall:.1f}x the wall time "
