@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+REFERENCE_STAMP := $(VENV)/.installed-reference
 RUN_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1 TF_CPP_MIN_LOG_LEVEL=2
 CONFIG ?= configs/shakespeare_char.py
 WORKDIR ?= workdirs/shakespeare_char
@@ -12,7 +13,8 @@ WORKDIR ?= workdirs/shakespeare_char
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
-test: $(STAMP)
+# The tests compare against reference implementations (transformers, gguf): the reference extra too.
+test: $(REFERENCE_STAMP)
 	$(RUN_ENV) $(VENV)/bin/python -m pytest -q tests
 
 bench: $(STAMP)
@@ -20,9 +22,8 @@ bench: $(STAMP)
 
 venv: $(STAMP)
 
-# The reference extra (requirements-reference.txt: torch, transformers): implementations we
-# compare against, installed on top of the pins above, behind a stamp of their own.
-REFERENCE_STAMP := $(VENV)/.installed-reference
+# The reference extra (requirements-reference.txt: torch, transformers, gguf): implementations
+# we compare against, installed on top of the pins above, behind a stamp of their own.
 
 reference: $(REFERENCE_STAMP)
 

@@ -2,6 +2,10 @@
 
 --mode=inspect describes the config's model (parameters, sharding, FLOPs, KV cache) without
 allocating it, and needs no workdir: python run.py --config=configs/llama.py:published --mode=inspect
+
+--mode=eval|sample use the newest checkpoint in --workdir or, with no checkpoint (or no
+--workdir), the pretrained weights that the config's init_from names:
+    python run.py --config=configs/smollm2.py --mode=sample --prompt="The capital of France is"
 """
 import os
 import signal
@@ -15,12 +19,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "eval", "sample", "inspect"], "What to do with the workdir; inspect needs none."
 )
+_PROMPT = flags.DEFINE_string("prompt", None, "Overrides the config's sample.prompt (for --mode=sample).")
 flags.mark_flags_as_required(["config"])
-flags.register_multi_flags_validator(
-    ["workdir", "mode"],
-    lambda values: values["workdir"] is not None or values["mode"] == "inspect",
-    "--workdir is required, except with --mode=inspect",
-)
 # Several processes (hosts) of one job: each runs this same command with its own --process_id.
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run as one of several processes.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the job has (with --coordinator_address).")
@@ -112,6 +112,13 @@ def main(argv):
   from experiments.errors import USER_ERRORS
   from experiments.preemption import Interrupted
 
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if workdir is None and not (_MODE.value == "inspect" or (_MODE.value in ("eval", "sample") and config.get("init_from"))):
+    sys.exit("error: --workdir is required, except with --mode=inspect, or --mode=eval|sample of a config with init_from")
+  if _PROMPT.value is not None:
+    if "sample" not in config:
+      sys.exit(f"error: --prompt: task {config.task!r} has no sample.prompt")
+    config.sample.prompt = _PROMPT.value
   mode = {
       "train": train.train_and_evaluate,
       "eval": train.evaluate,
@@ -119,7 +126,7 @@ def main(argv):
       "inspect": lambda config, _: print(inspection.format_summary(inspection.summarize(config)), flush=True),
   }[_MODE.value]
   try:
-    mode(_CONFIG.value, _WORKDIR.value)
+    mode(config, workdir)
   except USER_ERRORS as e:
     sys.exit(f"error: {e}")
   except Interrupted as e:

@@ -1,5 +1,5 @@
 """Errors a user can fix; `run.py` prints them as one line instead of a traceback."""
-from decoders.errors import ConfigError
+from decoders.errors import ConfigError, WeightsError
 
 
 class UserError(Exception):
@@ -18,4 +18,4 @@ class DivergedError(UserError):
   """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
-USER_ERRORS = (UserError, ConfigError)
+USER_ERRORS = (UserError, ConfigError, WeightsError)

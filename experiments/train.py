@@ -31,6 +31,8 @@ from experiments.trainer import Trainer
 # The keys this loop reads; the optimizer, the mesh and the task declare theirs.
 CONFIG_SCHEMA = {
     "task": TEXT,
+    # "" (a random initialisation), hf:DIR or gguf:PATH: pretrained weights (experiments/pretrained.py).
+    "init_from": config_rules.Rule(str, "'', hf:DIR or gguf:PATH", required=False),
     "seed": integer(0, below=2**31 - 1),  # jax.random.key keeps 32 bits; seed + 1 seeds the sample
     "data": {"name": TEXT, "data_dir": TEXT, "batch_size": integer(1), "eval_batch_size": integer(1)},
     "train": {
@@ -66,12 +68,16 @@ def setup(config, workdir: str, task_class: type[tasks.Task] | None = None, crea
 
   `task_class`: what `check_config(config)` returned, if the caller has checked it already.
   """
-  task_class = task_class or check_config(config)
-  workdir_lib.make_directory(config.data.data_dir or tfds.core.constants.DATA_DIR, "data.data_dir")
-  task = task_class(config)
-  trainer = Trainer(task, config, sharding.make_mesh(config.mesh))
+  task, trainer = build(config, task_class or check_config(config))
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints, create=create)
   return task, trainer, checkpointer
+
+
+def build(config, task_class: type[tasks.Task]):
+  """The task (its data read) and the trainer (its steps compiled lazily) for a checked config."""
+  workdir_lib.make_directory(config.data.data_dir or tfds.core.constants.DATA_DIR, "data.data_dir")
+  task = task_class(config)
+  return task, Trainer(task, config, sharding.make_mesh(config.mesh))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -86,7 +92,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if leader:
       workdir_lib.save_config(workdir, config)  # only now: an incompatible config must not replace it
     if restored is None:
-      state, data_state = trainer.init(jax.random.key(config.seed)), {"position": 0}
+      state, data_state = initial_state(config, task, trainer), {"position": 0}
     else:
       state, data_state = restored
       resumed_from = int(state.step)
@@ -204,18 +210,29 @@ def report_config_changes(config, workdir: str) -> None:
     print(f"config changed since the last run in this workdir: {change}", flush=True)
 
 
-def restore_for_inference(config, workdir: str):
-  """(task, trainer, state) from the newest checkpoint in `workdir`, for --mode=eval|sample."""
+def initial_state(config, task, trainer):
+  """Step 0: the task's random initialisation, or the pretrained weights `config.init_from` names."""
+  rng = jax.random.key(config.seed)
+  if not config.get("init_from"):
+    return trainer.init(rng)
+  print(f"starting from the pretrained weights of {config.init_from}", flush=True)
+  return trainer.init_from(rng, task.pretrained_params(config.init_from))
+
+
+def restore_for_inference(config, workdir: str | None):
+  """(task, trainer, state) for --mode=eval|sample: the newest checkpoint in `workdir`, else `config.init_from`'s weights."""
   task_class = check_config(config)
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  no_checkpoint = UserError(f"no checkpoint in {directory}: train first (--mode=train)")
-  if not os.path.isdir(directory):
-    raise no_checkpoint
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints")) if workdir else None
+  if directory is None or not os.path.isdir(directory):
+    if config.get("init_from"):
+      task, trainer = build(config, task_class)
+      return task, trainer, initial_state(config, task, trainer)
+    raise UserError(f"no checkpoint in {directory}: train first (--mode=train)" if directory else "no --workdir and no init_from")
   task, trainer, checkpointer = setup(config, workdir, task_class, create=False)
   report_config_changes(config, workdir)
   restored = checkpointer.restore_latest(trainer.abstract_state)
   if restored is None:
-    raise no_checkpoint
+    raise UserError(f"no checkpoint in {directory}: train first (--mode=train)")
   return task, trainer, restored[0]
 
 

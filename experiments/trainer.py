@@ -63,6 +63,7 @@ class Trainer:
     self.batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
     self.init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)), out_shardings=self.state_shardings)
+    self._init_around = jax.jit(self._new_state, out_shardings=self.state_shardings)
     self.train_step = jax.jit(
         self._train_step,
         in_shardings=(self.state_shardings, self.batch_sharding),
@@ -79,9 +80,21 @@ class Trainer:
         task.eval_fn, in_shardings=(self.state_shardings.params, self.batch_sharding), out_shardings=replicated
     )
 
+  def init_from(self, rng: jax.Array, params) -> TrainState:
+    """A fresh train state (step 0, new optimizer state) around given parameters, e.g. pretrained ones."""
+    expected = self.abstract_state.params
+    if jax.tree.structure(params) != jax.tree.structure(expected):
+      raise ValueError(f"the parameters' tree is not the model's: {jax.tree.structure(params)} != {jax.tree.structure(expected)}")
+    for (path, given), wanted in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(expected)):
+      if given.shape != wanted.shape:
+        raise ValueError(f"parameter {jax.tree_util.keystr(path)} has shape {given.shape}; the model needs {wanted.shape}")
+    return self._init_around(params, jax.random.split(rng)[1])
+
   def _init_boxed(self, rng: jax.Array) -> TrainState:
     init_rng, train_rng = jax.random.split(rng)
-    params = self.task.init_params(init_rng)
+    return self._new_state(self.task.init_params(init_rng), train_rng)
+
+  def _new_state(self, params, train_rng: jax.Array) -> TrainState:
     opt_states = tuple(
         optimizer.init(_select(params, objective.params_key))
         for objective, optimizer in zip(self.objectives, self.optimizers)

@@ -38,6 +38,10 @@ class CharTokenizer:
   def decode(self, ids) -> str:
     return "".join(self.vocabulary[int(i)] for i in ids)
 
+  def character_counts(self) -> np.ndarray:
+    """Characters each id stands for: one (a subword tokenizer's differ; per-character losses divide by them)."""
+    return np.ones(self.vocab_size, np.int32)
+
 
 def token_windows(tokens: np.ndarray, length: int, stride: int = 1) -> grain.MapDataset:
   """Windows of `length + 1` consecutive tokens (inputs and next-token targets), `stride` apart."""

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from decoders.errors import ConfigError
 from experiments import config_rules
 
 Params = Any
@@ -122,6 +123,10 @@ class Task(abc.ABC):
   def model_flops_per_step(self) -> float | None:
     """Analytic training FLOPs of one step (for model-FLOPs utilisation); None if not known."""
     return None
+
+  def pretrained_params(self, init_from: str) -> Params:
+    """The parameters `config.init_from` names, in this task's layout (experiments/pretrained.py)."""
+    raise ConfigError(f"init_from={init_from!r}: task {self.config.task!r} cannot start from pretrained weights")
 
   def sample(self, params: Params, rng: jax.Array) -> str | None:
     """What the model generates, for a person to read at the end of a run; None if nothing."""

@@ -1,4 +1,10 @@
-"""Decoder-only language modelling on character-level text (the default `make run` job)."""
+"""Decoder-only language modelling on text (the default `make run` job: characters of Shakespeare).
+
+The tokens are the data's characters, or (data.tokenizer="init_from") the subword
+tokenizer that came with the pretrained weights of `init_from`. Losses are reported
+per token and per character, so models with different tokenizers compare.
+"""
+import dataclasses
 import functools
 
 import jax
@@ -10,8 +16,8 @@ from decoders.decoding import sampling, strategies
 from decoders.errors import ConfigError
 from decoders.layers import partitioning
 from decoders.models import decoder_lm
-from experiments import sharding
-from experiments.config_rules import TEXT, fields_of, integer, number, one_of, show
+from experiments import pretrained, sharding
+from experiments.config_rules import TEXT, Rule, fields_of, integer, number, one_of, show
 from experiments.data import pipeline, shakespeare
 from experiments.tasks.base import ModelDescription, Task
 
@@ -20,6 +26,8 @@ DATASETS = {"shakespeare_char": shakespeare.load_split_documents}  # each split 
 # as one text; "documents" cuts the same rows but keeps the documents apart inside them
 # (pipeline.packed_windows: no attention across a boundary, positions restart).
 PACKINGS = ("stream", "documents")
+# "char": the data's own characters; "init_from": the tokenizer stored with config.init_from's weights.
+TOKENIZERS = ("char", "init_from")
 
 
 class LanguageModelTask(Task):
@@ -32,11 +40,18 @@ class LanguageModelTask(Task):
           "source_dir": TEXT,
           "context_length": integer(1),
           "packing": one_of(PACKINGS),
+          "tokenizer": dataclasses.replace(one_of(TOKENIZERS), required=False),
       },
       # A preset's fields, any of which the config may override. The vocabulary is the data's
       # unless model.vocab_size asks for more rows (a published shape, or a benchmark's size).
       "model": {"preset": one_of(decoder_lm.PRESETS), **fields_of(decoder_lm.DecoderLMConfig)},
-      "sample": {"prompt": TEXT, "num_tokens": integer(1), "temperature": number(0)},  # temperature 0: greedy
+      # temperature 0: greedy; chat: the prompt as a user's message in the tokenizer's chat template.
+      "sample": {
+          "prompt": TEXT,
+          "num_tokens": integer(1),
+          "temperature": number(0),
+          "chat": Rule(bool, "true or false", required=False),
+      },
   }
 
   @classmethod
@@ -51,11 +66,10 @@ class LanguageModelTask(Task):
           f"model.sliding_window={model.sliding_window} exceeds data.context_length={context}: it would never bind"
       )
     check_stack_divisible(model, mesh_shape, vocab_given=bool(config.model.get("vocab_size")))
-    prompt = config.sample.prompt
-    if not 0 < len(prompt) <= context:
-      raise ConfigError(
-          f"sample.prompt={show(prompt)} has {len(prompt)} characters; it needs 1 to data.context_length={context}"
-      )
+    if config.data.get("tokenizer", "char") == "init_from" and not config.get("init_from"):
+      raise ConfigError("data.tokenizer='init_from' needs init_from (the weights whose tokenizer to use)")
+    if not config.sample.prompt:
+      raise ConfigError("sample.prompt is empty: a sample needs at least one token to start from")
 
   @classmethod
   def describe(cls, config):
@@ -80,16 +94,31 @@ class LanguageModelTask(Task):
     self.train_documents = load(data.data_dir, "train", data.source_dir)
     self.validation_documents = load(data.data_dir, "validation", data.source_dir)
     self.train_text, self.validation_text = "".join(self.train_documents), "".join(self.validation_documents)
-    self.tokenizer = pipeline.CharTokenizer.from_text(self.train_text + self.validation_text)
+    if data.get("tokenizer", "char") == "init_from":
+      self.tokenizer = pretrained.load(config.init_from).tokenizer
+      if self.tokenizer is None:
+        raise ConfigError(f"data.tokenizer='init_from': init_from={config.init_from!r} comes with no tokenizer")
+    else:
+      self.tokenizer = pipeline.CharTokenizer.from_text(self.train_text + self.validation_text)
+      check_prompt_characters(config.sample.prompt, self.tokenizer.vocabulary, data.name)
     shortest = min(len(self.train_text), len(self.validation_text))
     if data.context_length >= shortest:
       raise ConfigError(f"data.context_length={data.context_length} leaves no window in a split of {shortest} characters")
-    check_prompt_characters(config.sample.prompt, self.tokenizer.vocabulary, data.name)
+    prompt_tokens = len(self._prompt())
+    if prompt_tokens > data.context_length:
+      raise ConfigError(
+          f"sample.prompt={show(config.sample.prompt)} is {prompt_tokens} tokens; "
+          f"data.context_length={data.context_length} is the most the model sees"
+      )
+    self.character_counts = self.tokenizer.character_counts()
     self.model_config = model_config(config, self.tokenizer.vocab_size)
     self.model = decoder_lm.DecoderLM(self.model_config)
 
   def init_params(self, rng):
     return init_sequence_params(self.model, self.config.data.context_length, rng)
+
+  def pretrained_params(self, init_from):
+    return pretrained.params_for(init_from, self.model_config)
 
   # Packed rows (data.packing="documents") carry segment ids, positions and target weights;
   # stream rows carry none, and the model's defaults (one document per row) apply.
@@ -115,11 +144,17 @@ class LanguageModelTask(Task):
     if "target_weights" in batch:
       weights = weights * batch["target_weights"]
     total, count = losses.cross_entropy(logits, batch["targets"], weights)
-    return {"nll": total, "tokens": count}
+    characters = jnp.sum(jnp.take(jnp.asarray(self.character_counts), batch["targets"]) * weights)
+    return {"nll": total, "tokens": count, "characters": characters}
 
   def summarize_eval(self, sums):
     loss = sums["nll"] / sums["tokens"]
-    return {"loss": loss, "bits_per_token": loss / np.log(2.0), "tokens": sums["tokens"]}
+    return {
+        "loss": loss,
+        "bits_per_token": loss / np.log(2.0),
+        "nats_per_character": sums["nll"] / sums["characters"],
+        "tokens": sums["tokens"],
+    }
 
   def train_batches(self, seed, process_index, process_count):
     rows = self._rows(self.train_documents, stride=1)
@@ -141,8 +176,8 @@ class LanguageModelTask(Task):
     """Windows of `context_length` inputs and their targets, `stride` apart, as `data.packing` cuts them."""
     length = self.config.data.context_length
     if self.config.data.packing == "documents":
-      return pipeline.packed_windows([self.tokenizer.encode(d) for d in documents], length, stride)
-    windows = pipeline.token_windows(self.tokenizer.encode("".join(documents)), length, stride)
+      return pipeline.packed_windows([self._encode(d) for d in documents], length, stride)
+    windows = pipeline.token_windows(self._encode("".join(documents)), length, stride)
     return windows.map(lambda window: {"inputs": window[:-1], "targets": window[1:]})
 
   def units_per_step(self):
@@ -151,14 +186,30 @@ class LanguageModelTask(Task):
   def model_flops_per_step(self):
     return self.model_config.flops_per_token(self.config.data.context_length) * self.units_per_step()
 
+  def _encode(self, text: str) -> np.ndarray:
+    return np.asarray(self.tokenizer.encode(text), np.int32)
+
+  def _prompt(self) -> np.ndarray:
+    """sample.prompt as tokens; with sample.chat, as a user's message in the tokenizer's chat template."""
+    prompt = self.config.sample.prompt
+    if self.config.sample.get("chat", False):
+      if not hasattr(self.tokenizer, "apply_chat_template"):
+        raise ConfigError("sample.chat=True needs a tokenizer with a chat template (data.tokenizer='init_from')")
+      prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    return self._encode(prompt)
+
   def sample(self, params, rng):
     cfg = self.config.sample
-    prompt = jnp.asarray(self.tokenizer.encode(cfg.prompt))[None]
+    prompt = self._prompt()
     tokens = _generate(
-        self.model, params, prompt, cfg.num_tokens, cfg.temperature, rng, self.config.data.context_length,
-        self.tokenizer.vocab_size,
+        self.model, params, jnp.asarray(prompt)[None], cfg.num_tokens, cfg.temperature, rng,
+        self.config.data.context_length, self.tokenizer.vocab_size,
     )
-    return self.tokenizer.decode(np.asarray(tokens[0]))
+    tokens = list(np.asarray(tokens[0]))
+    end = getattr(self.tokenizer, "eos_id", None)
+    if end in tokens[len(prompt) :]:  # a subword model ends its answer; what follows is noise
+      tokens = tokens[: tokens.index(end, len(prompt)) + 1]
+    return self.tokenizer.decode(tokens)
 
 
 def model_config(config, data_vocab_size: int) -> decoder_lm.DecoderLMConfig:

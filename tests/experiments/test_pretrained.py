@@ -1,0 +1,106 @@
+"""Runs that start from pretrained weights: `config.init_from` (experiments/pretrained.py) through the one trainer."""
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smollm2
+from decoders import interop
+from decoders.interop.bpe_tokenizer import BPETokenizer
+from decoders.interop.gguf_file import read_gguf
+from decoders.errors import ConfigError
+from decoders.models import decoder_lm
+from experiments import pretrained, train
+from experiments.tasks import language_model
+from tests.conftest import REPO, subprocess_env
+
+
+@pytest.fixture
+def llama_config(data_dir):
+  from configs import llama
+
+  config = llama.get_config("test")
+  config.data.data_dir = data_dir
+  return config
+
+
+@pytest.fixture
+def exported(llama_config, tmp_path):
+  """(folder, params): a model of llama:test's shape, randomly initialised, saved as a Hugging Face folder."""
+  task = language_model.LanguageModelTask(llama_config)
+  model = decoder_lm.DecoderLM(task.model_config)
+  params = nn.unbox(model.init(jax.random.key(7), jnp.zeros((1, 4), jnp.int32))["params"])
+  folder = str(tmp_path / "hf")
+  interop.save_hf_checkpoint(model, params, folder)
+  pretrained.load.cache_clear()
+  return folder, params
+
+
+def test_a_run_starts_from_the_imported_weights(llama_config, exported, tmp_path):
+  folder, params = exported
+  llama_config.init_from = f"hf:{folder}"
+  task, trainer = train.build(llama_config, train.check_config(llama_config))
+  state = train.initial_state(llama_config, task, trainer)
+  assert int(state.step) == 0
+  vocab = task.model_config.vocab_size  # the saved folder has no padding rows; the run's table pads them with zeros
+  np.testing.assert_array_equal(state.params["embed"]["embedding"][:vocab], params["embed"]["embedding"][:vocab])
+  jax.tree.map(np.testing.assert_array_equal, state.params["block_0"], params["block_0"])
+  # A fresh optimizer: Adam's moments start at zero.
+  assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(state.opt_states) if x.ndim)
+
+
+def test_a_fine_tuning_run_trains_and_resumes_from_its_own_checkpoints(llama_config, exported, tmp_path):
+  llama_config.init_from = f"hf:{exported[0]}"
+  workdir = str(tmp_path / "run")
+  before = train.evaluate(llama_config.copy_and_resolve_references(), workdir=None)
+  first = train.train_and_evaluate(llama_config, workdir)
+  assert first["loss"] < before["loss"]
+  llama_config.unlock()
+  llama_config.train.num_steps += 2
+  llama_config.init_from = f"hf:{tmp_path / 'no such folder'}"  # never read again: the checkpoint comes first
+  second = train.train_and_evaluate(llama_config, workdir)
+  assert np.isfinite(second["loss"])
+
+
+def test_a_model_that_is_not_the_checkpoints_is_refused(llama_config, exported):
+  llama_config.init_from = f"hf:{exported[0]}"
+  llama_config.model.num_layers = 2
+  task, trainer = train.build(llama_config, train.check_config(llama_config))
+  with pytest.raises(ConfigError, match=r"model.num_layers=2, but init_from=.* has num_layers=1"):
+    train.initial_state(llama_config, task, trainer)
+
+
+@pytest.mark.parametrize("spec", ["weights.gguf", "pt:x", "hf:"])
+def test_init_from_must_name_a_kind(spec):
+  with pytest.raises(ConfigError, match="must be hf:DIR or gguf:PATH"):
+    pretrained.parse(spec)
+
+
+def test_the_per_character_loss_of_a_character_model_is_its_loss(trained_lm):
+  assert trained_lm[1]["nats_per_character"] == pytest.approx(trained_lm[1]["loss"])
+
+
+def run_smollm2(*flags):
+  return subprocess.run(
+      [sys.executable, "run.py", "--config=configs/smollm2.py:test", *flags],
+      cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+  )
+
+
+def test_smollm2_knows_the_capital_of_france(data_dir):
+  """The issue's command, at the test variant's short window: greedy, from the GGUF weights as released."""
+  result = run_smollm2("--mode=sample", "--prompt=The capital of France is", f"--config.data.data_dir={data_dir}")
+  assert result.returncode == 0, result.stderr
+  assert "The capital of France is Paris" in result.stdout  # the prompt, then a continuation beginning " Paris"
+
+
+def test_smollm2_tokenizer_round_trips_text():
+  _, path = pretrained.parse(smollm2.GGUF_FILE)
+  tokenizer = BPETokenizer.from_gguf_metadata(read_gguf(path).metadata, path)
+  text = "ROMEO:\nBut, soft! what light through yonder window breaks?\n\tIt is the east — 1597, année.\n"
+  assert tokenizer.decode(tokenizer.encode(text)) == text
+  assert len(tokenizer.encode(text)) < len(text) / 2  # subwords, not characters
