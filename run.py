@@ -6,6 +6,9 @@ allocating it, and needs no workdir: python run.py --config=configs/llama.py:pub
 --mode=eval|sample use the newest checkpoint in --workdir or, with no checkpoint (or no
 --workdir), the pretrained weights that the config's init_from names:
     python run.py --config=configs/smollm2.py --mode=sample --prompt="The capital of France is"
+
+--mode=export writes the newest checkpoint as a Hugging Face folder (transformers loads it):
+    python run.py --config=configs/llama.py --workdir=workdirs/llama --mode=export --export_dir=/tmp/llama_hf
 """
 import os
 import signal
@@ -17,8 +20,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "eval", "sample", "inspect"], "What to do with the workdir; inspect needs none."
+    "mode", "train", ["train", "eval", "sample", "export", "inspect"], "What to do with the workdir; inspect needs none."
 )
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode=export: the Hugging Face folder to write.")
 _PROMPT = flags.DEFINE_string("prompt", None, "Overrides the config's sample.prompt (for --mode=sample).")
 flags.mark_flags_as_required(["config"])
 # Several processes (hosts) of one job: each runs this same command with its own --process_id.
@@ -115,6 +119,8 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   if workdir is None and not (_MODE.value == "inspect" or (_MODE.value in ("eval", "sample") and config.get("init_from"))):
     sys.exit("error: --workdir is required, except with --mode=inspect, or --mode=eval|sample of a config with init_from")
+  if (_MODE.value == "export") != (_EXPORT_DIR.value is not None):
+    sys.exit("error: --mode=export and --export_dir=DIR go together")
   if _PROMPT.value is not None:
     if "sample" not in config:
       sys.exit(f"error: --prompt: task {config.task!r} has no sample.prompt")
@@ -123,6 +129,7 @@ def main(argv):
       "train": train.train_and_evaluate,
       "eval": train.evaluate,
       "sample": train.sample,
+      "export": lambda config, workdir: train.export(config, workdir, _EXPORT_DIR.value),
       "inspect": lambda config, _: print(inspection.format_summary(inspection.summarize(config)), flush=True),
   }[_MODE.value]
   try:

@@ -36,6 +36,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.task = "masked_lm"
   config.seed = lm.seed
+  config.init_from = ""  # the masked-LM task starts from scratch only
   config.data = dict(
       name="shakespeare_char",
       data_dir="",  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets

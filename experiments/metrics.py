@@ -35,8 +35,11 @@ class MetricsWriter:
     self._jsonl.flush()
 
   def write_text(self, step: int, tag: str, text: str) -> None:
+    """Text (a sample) to TensorBoard, and to metrics.jsonl as a row whose split is `tag`."""
     if self._active:
       self._tensorboard.add_text(tag, text, step)
+      self._jsonl.write(json.dumps({"step": step, "split": tag, "text": text}, ensure_ascii=False) + "\n")
+      self._jsonl.flush()
 
   def close(self) -> None:
     if self._active:

@@ -140,6 +140,8 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
   eval_rows = [row for row in rows if row["split"] == "eval"]
   eval_curve = [[row["step"], round(row["loss"], 5), seconds_at.get(row["step"])] for row in eval_rows]
   rates = [row["tokens_per_second"] for row in train_rows[COMPILE_ROWS:] or train_rows]
+  final = _final_eval(rows, num_steps)
+  samples = [row["text"] for row in rows if row["split"] == "sample" and row["step"] == num_steps]
   model = language_model.model_config(config, data_vocab_size=1)  # the vocabulary counts only with embeddings
   record = _read_record(run_dir)
   return {
@@ -148,13 +150,15 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
       "overrides": dict(run.overrides),
       "steps": num_steps,
       "metrics": {
-          "validation_loss": _final_eval(rows, num_steps)["loss"],
-          "tokens_per_second": statistics.median(rates),
+          "validation_loss": final["loss"],
+          "validation_loss_per_character": final.get("nats_per_character"),
+          "tokens_per_second": statistics.median(rates) if rates else None,  # None: a run of 0 steps
           "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
           "non_embedding_params": model.num_params(),
           "wall_seconds": record.get("wall_seconds"),
       },
       "curves": {"train": train_curve, "eval": eval_curve},
+      "sample": samples[-1] if samples else None,
       "machine": record.get("machine"),
       "date": record.get("date"),
       "workdir": run_dir,
@@ -170,7 +174,7 @@ def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dic
   """Trains every run not done yet, in order; returns (the base config as a dict, each run's summary)."""
   base = ablation.base_config(quick)
   runs = list(ablation.runs(base))
-  configs = [run_config(base, run) for run in runs]
+  configs = [run_config(run.base_config(quick) if run.base_config else base, run) for run in runs]
   for run, config in zip(runs, configs):  # every run's mistakes surface now, not an hour in
     try:
       train.check_config(config)

@@ -17,8 +17,10 @@ import time
 import jax
 import tensorflow_datasets as tfds
 
+from decoders import interop
 from decoders.layers import partitioning
-from experiments import config_rules, metrics, optimizers, preemption, sharding, tasks
+from decoders.models import decoder_lm
+from experiments import config_rules, metrics, optimizers, preemption, pretrained, sharding, tasks
 from experiments import workdir as workdir_lib
 from experiments.checkpointing import Checkpointer
 from experiments.config_rules import TEXT, integer
@@ -32,11 +34,11 @@ from experiments.trainer import Trainer
 CONFIG_SCHEMA = {
     "task": TEXT,
     # "" (a random initialisation), hf:DIR or gguf:PATH: pretrained weights (experiments/pretrained.py).
-    "init_from": config_rules.Rule(str, "'', hf:DIR or gguf:PATH", required=False),
+    "init_from": TEXT,
     "seed": integer(0, below=2**31 - 1),  # jax.random.key keeps 32 bits; seed + 1 seeds the sample
     "data": {"name": TEXT, "data_dir": TEXT, "batch_size": integer(1), "eval_batch_size": integer(1)},
     "train": {
-        "num_steps": integer(1),
+        "num_steps": integer(0),  # 0: only evaluate and sample the initial (e.g. pretrained) weights
         "log_every": integer(1),
         "eval_every": integer(1),
         "eval_batches": integer(0),  # batches per periodic evaluation; 0: all of them
@@ -59,6 +61,8 @@ def check_config(config, num_devices: int | None = None) -> type[tasks.Task]:
   mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count() if num_devices is None else num_devices)
   for key in ("batch_size", "eval_batch_size"):
     sharding.check_divisible(f"data.{key}", config.data[key], partitioning.BATCH, mesh_shape)
+  if config.init_from:
+    pretrained.parse(config.init_from)  # the form and the file's place; the file is read when used
   task_class.check_config(config, mesh_shape)
   return task_class
 
@@ -213,7 +217,7 @@ def report_config_changes(config, workdir: str) -> None:
 def initial_state(config, task, trainer):
   """Step 0: the task's random initialisation, or the pretrained weights `config.init_from` names."""
   rng = jax.random.key(config.seed)
-  if not config.get("init_from"):
+  if not config.init_from:
     return trainer.init(rng)
   print(f"starting from the pretrained weights of {config.init_from}", flush=True)
   return trainer.init_from(rng, task.pretrained_params(config.init_from))
@@ -224,7 +228,7 @@ def restore_for_inference(config, workdir: str | None):
   task_class = check_config(config)
   directory = os.path.abspath(os.path.join(workdir, "checkpoints")) if workdir else None
   if directory is None or not os.path.isdir(directory):
-    if config.get("init_from"):
+    if config.init_from:
       task, trainer = build(config, task_class)
       return task, trainer, initial_state(config, task, trainer)
     raise UserError(f"no checkpoint in {directory}: train first (--mode=train)" if directory else "no --workdir and no init_from")
@@ -241,6 +245,17 @@ def evaluate(config, workdir: str) -> dict:
   metrics = trainer.evaluate(state.params, task.eval_batches())
   print(f"eval at step {int(state.step)}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
   return metrics
+
+
+def export(config, workdir: str | None, directory: str) -> list[str]:
+  """Writes the newest checkpoint's model as a Hugging Face folder (decoders.interop.save_hf_checkpoint)."""
+  task, _, state = restore_for_inference(config, workdir)
+  model = getattr(task, "model", None)
+  if not isinstance(model, decoder_lm.DecoderLM):
+    raise UserError(f"--mode=export: task {config.task!r} has no decoder-only language model to export")
+  files = interop.save_hf_checkpoint(model, state.params, directory)
+  print(f"exported step {int(state.step)} to {directory}: {', '.join(os.path.basename(f) for f in files)}", flush=True)
+  return files
 
 
 def sample(config, workdir: str) -> str | None:

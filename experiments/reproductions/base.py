@@ -20,6 +20,7 @@ import ml_collections
 METRICS = {
     "non_embedding_params": ("non-embedding parameters", "{:,.0f}"),
     "validation_loss": ("validation loss (nats/token)", "{:.4f}"),
+    "validation_loss_per_character": ("validation loss (nats/char)", "{:.4f}"),
     "tokens_per_second": ("train tokens/s (median)", "{:,.0f}"),
     "kv_cache_bytes_per_token": ("KV cache bytes/token", "{:,.0f}"),
     "wall_seconds": ("wall time", None),  # minutes and seconds: see format_metric
@@ -41,11 +42,16 @@ def format_metric(name: str, value: float | None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One training run: `overrides` of the base config (dotted keys), and its place in the grid."""
+  """One training run: `overrides` of the base config (dotted keys), and its place in the grid.
+
+  `base_config` (quick -> config), if given, replaces the ablation's base for this run: a
+  baseline of another family, shown beside the others.
+  """
 
   name: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   levels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  base_config: Callable[[bool], ml_collections.ConfigDict] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Ablation:
   columns: Sequence[str] = tuple(METRICS)  # the METRICS its table shows
   quick_summary: str = ""  # how --quick differs (smaller model, fewer steps)
   notes: str = ""  # typed facts that no run re-measures, printed as such (Markdown)
+  show_samples: bool = False  # the report quotes each run's final sample
 
 
 def run_config(base: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:

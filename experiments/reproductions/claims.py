@@ -15,7 +15,12 @@ from typing import Any
 from experiments.reproductions.base import Verdict, format_metric
 
 RunResult = Mapping[str, Any]  # {"name", "levels", "metrics", "curves", ...}: one run of results.json
-UNITS = {"validation_loss": "nats/token", "kv_cache_bytes_per_token": "bytes", "tokens_per_second": "tokens/s"}
+UNITS = {
+    "validation_loss": "nats/token",
+    "validation_loss_per_character": "nats/char",
+    "kv_cache_bytes_per_token": "bytes",
+    "tokens_per_second": "tokens/s",
+}
 
 
 def _label(levels: Mapping[str, str]) -> str:
@@ -145,3 +150,36 @@ class ReachedWithin:
       return Verdict(f"no evaluation within {self.seconds:g} s of training{first}", None)
     step, loss, seconds = min(within, key=lambda e: e[1])
     return Verdict(f"{loss:.4f} at step {step}, {seconds:.0f} s into training", loss <= self.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lower:
+  """`metric` of the run `run` is below that of the run `than`, by at least `margin`."""
+
+  metric: str
+  run: str
+  than: str
+  margin: float = 0.0
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    found, other = _find(runs, self.run), _find(runs, self.than)
+    if found is None or other is None or None in (found["metrics"].get(self.metric), other["metrics"].get(self.metric)):
+      return Verdict(f"runs {self.run!r} and {self.than!r} do not both have {self.metric}", None)
+    ours, theirs = found["metrics"][self.metric], other["metrics"][self.metric]
+    unit = UNITS.get(self.metric, "")
+    return Verdict(f"{ours:.4f} against {theirs:.4f} {unit} ({ours - theirs:+.4f})", ours < theirs - self.margin)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleStartsWith:
+  """The final sample of the run `run` (prompt included) begins with `text`."""
+
+  run: str
+  text: str
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    found = _find(runs, self.run)
+    sample = found.get("sample") if found else None
+    if sample is None:
+      return Verdict(f"run {self.run!r} has no sample", None)
+    return Verdict(f"{sample[: len(self.text) + 20]!r}", sample.startswith(self.text))

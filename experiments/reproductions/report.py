@@ -92,9 +92,20 @@ def section(ablation: Ablation, document: Mapping[str, Any] | None, folder: str 
     lines += [*runs_table(ablation, document["runs"]), "", provenance(document)]
     plots = [f"[{label}]({folder}/{name})" for name, label in PLOTS.items()]
     lines += [f"Plots: {', '.join(plots)}; all numbers: [{folder}/results.json]({folder}/results.json).", ""]
+    if ablation.show_samples:
+      lines += samples(document["runs"])
   if ablation.notes:
     lines += [ablation.notes.rstrip(), ""]
   return "\n".join(lines)
+
+
+def samples(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Each run's final sample (its config's sample.prompt, continued), verbatim."""
+  lines = []
+  for run in runs:
+    if run.get("sample"):
+      lines += [f"Sample of `{run['name']}`:", "", "```text", run["sample"].rstrip(), "```", ""]
+  return lines
 
 
 def report(sections: Sequence[str]) -> str:

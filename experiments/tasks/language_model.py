@@ -4,7 +4,6 @@ The tokens are the data's characters, or (data.tokenizer="init_from") the subwor
 tokenizer that came with the pretrained weights of `init_from`. Losses are reported
 per token and per character, so models with different tokenizers compare.
 """
-import dataclasses
 import functools
 
 import jax
@@ -40,7 +39,7 @@ class LanguageModelTask(Task):
           "source_dir": TEXT,
           "context_length": integer(1),
           "packing": one_of(PACKINGS),
-          "tokenizer": dataclasses.replace(one_of(TOKENIZERS), required=False),
+          "tokenizer": one_of(TOKENIZERS),
       },
       # A preset's fields, any of which the config may override. The vocabulary is the data's
       # unless model.vocab_size asks for more rows (a published shape, or a benchmark's size).
@@ -50,7 +49,7 @@ class LanguageModelTask(Task):
           "prompt": TEXT,
           "num_tokens": integer(1),
           "temperature": number(0),
-          "chat": Rule(bool, "true or false", required=False),
+          "chat": Rule(bool, "true or false"),
       },
   }
 
@@ -66,10 +65,13 @@ class LanguageModelTask(Task):
           f"model.sliding_window={model.sliding_window} exceeds data.context_length={context}: it would never bind"
       )
     check_stack_divisible(model, mesh_shape, vocab_given=bool(config.model.get("vocab_size")))
-    if config.data.get("tokenizer", "char") == "init_from" and not config.get("init_from"):
+    if config.data.tokenizer == "init_from" and not config.init_from:
       raise ConfigError("data.tokenizer='init_from' needs init_from (the weights whose tokenizer to use)")
-    if not config.sample.prompt:
-      raise ConfigError("sample.prompt is empty: a sample needs at least one token to start from")
+    prompt = config.sample.prompt
+    if not prompt:
+      raise ConfigError("sample.prompt='' is empty: a sample needs at least one token to start from")
+    if config.data.tokenizer == "char" and len(prompt) > context:  # a subword prompt is measured once tokenized
+      raise ConfigError(f"sample.prompt={show(prompt)} has {len(prompt)} characters; data.context_length={context} is the most")
 
   @classmethod
   def describe(cls, config):
@@ -94,7 +96,7 @@ class LanguageModelTask(Task):
     self.train_documents = load(data.data_dir, "train", data.source_dir)
     self.validation_documents = load(data.data_dir, "validation", data.source_dir)
     self.train_text, self.validation_text = "".join(self.train_documents), "".join(self.validation_documents)
-    if data.get("tokenizer", "char") == "init_from":
+    if data.tokenizer == "init_from":
       self.tokenizer = pretrained.load(config.init_from).tokenizer
       if self.tokenizer is None:
         raise ConfigError(f"data.tokenizer='init_from': init_from={config.init_from!r} comes with no tokenizer")
@@ -192,7 +194,7 @@ class LanguageModelTask(Task):
   def _prompt(self) -> np.ndarray:
     """sample.prompt as tokens; with sample.chat, as a user's message in the tokenizer's chat template."""
     prompt = self.config.sample.prompt
-    if self.config.sample.get("chat", False):
+    if self.config.sample.chat:
       if not hasattr(self.tokenizer, "apply_chat_template"):
         raise ConfigError("sample.chat=True needs a tokenizer with a chat template (data.tokenizer='init_from')")
       prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)

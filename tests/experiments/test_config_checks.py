@@ -105,7 +105,7 @@ def test_a_key_nothing_reads_is_an_error():
 
 # (overrides, fragments of the message): values of the right type that cannot work.
 CASES = {
-    "zero steps": ({"train.num_steps": 0}, "train.num_steps=0"),
+    "negative steps": ({"train.num_steps": -1}, "train.num_steps=-1"),  # 0 is fine: evaluate the initial weights
     "log every 0 steps": ({"train.log_every": 0}, "train.log_every=0"),
     "keep no checkpoint": ({"train.keep_checkpoints": 0}, "train.keep_checkpoints=0"),
     "negative eval batches": ({"train.eval_batches": -1}, "train.eval_batches=-1"),
@@ -162,6 +162,8 @@ CASES = {
     "width not divisible by fsdp": ({"mesh.data": 1, "mesh.fsdp": 8, "model.width": 36, "model.num_heads": 2}, "model.width=36", "mesh.fsdp=8"),
     "empty prompt": ({"sample.prompt": ""}, "sample.prompt=''"),
     "prompt longer than the context": ({"sample.prompt": "x" * 17}, "sample.prompt=", "data.context_length=16"),
+    "the tokenizer of no weights": ({"data.tokenizer": "init_from"}, "data.tokenizer='init_from' needs init_from"),
+    "weights of no kind": ({"init_from": "model.bin"}, "init_from='model.bin' must be hf:DIR or gguf:PATH"),
     "negative temperature": ({"sample.temperature": -0.5}, "sample.temperature=-0.5"),
     "no tokens to sample": ({"sample.num_tokens": 0}, "sample.num_tokens=0"),
     "unknown task": ({"task": "gan"}, "task='gan'"),

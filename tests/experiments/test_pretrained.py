@@ -104,3 +104,18 @@ def test_smollm2_tokenizer_round_trips_text():
   text = "ROMEO:\nBut, soft! what light through yonder window breaks?\n\tIt is the east — 1597, année.\n"
   assert tokenizer.decode(tokenizer.encode(text)) == text
   assert len(tokenizer.encode(text)) < len(text) / 2  # subwords, not characters
+
+
+def test_a_trained_run_exports_to_a_folder_transformers_loads(trained_lm, lm_config, tmp_path):
+  import torch
+  import transformers
+
+  workdir, _ = trained_lm
+  train.export(lm_config, workdir, str(tmp_path / "hf"))
+  task, _, state = train.restore_for_inference(lm_config, workdir)
+  exported = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  tokens = np.asarray([task.tokenizer.encode("ROMEO:\nBut soft")])
+  ours = np.asarray(task.model.apply({"params": state.params}, jnp.asarray(tokens)))[..., : task.tokenizer.vocab_size]
+  with torch.no_grad():
+    theirs = exported(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
