@@ -39,7 +39,7 @@ CASES = {
     "unknown key": Case(("--config.model.no_such_key=1",), ("--config.model.no_such_key", "'no_such_key'")),
     "misspelt key": Case(("--config.train.num_stpes=3",), ("--config.train.num_stpes", 'Did you mean "num_steps"')),
     "value of the wrong type": Case(("--config.train.num_steps=abc",), ("--config.train.num_steps=abc", "'abc'")),
-    "unknown mode": Case(("--mode=fit",), ("--mode=fit", "train|eval|sample|inspect")),
+    "unknown mode": Case(("--mode=fit",), ("--mode=fit", "train|eval|sample|export|inspect")),
     "config file missing": Case((), ("--config=configs/nope.py", "does not exist"), config="configs/nope.py"),
     "config path a directory": Case((), ("--config=configs", "is a directory"), config="configs"),
     "unknown variant": Case((), ("unknown variant 'tiny'",), config="configs/shakespeare_char.py:tiny"),

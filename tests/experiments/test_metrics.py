@@ -47,7 +47,7 @@ def test_a_row_cut_short_by_a_kill_is_dropped(tmp_path):
   metrics.discard_rows(str(tmp_path), lambda step, split: True)
 
   jsonl, events = _rows(tmp_path)  # _rows asserts the event file now ends cleanly
-  assert jsonl == [(2, "train"), (4, "train"), (4, "eval")]  # the text sample goes to TensorBoard only
+  assert jsonl == [(2, "train"), (4, "train"), (4, "eval"), (4, "sample")]
   assert events == [(2, "train"), (4, "train"), (4, "eval"), (4, "sample")]
 
 
@@ -59,4 +59,6 @@ def test_a_row_whose_newline_a_kill_cut_off_ends_its_line(tmp_path):
   metrics.discard_rows(str(tmp_path), lambda step, split: True)
   _write_run(tmp_path, [4])  # the resumed run appends
 
-  assert _rows(tmp_path)[0] == [(2, "train"), (2, "eval"), (3, "train"), (4, "train"), (4, "eval")]
+  assert _rows(tmp_path)[0] == [
+      (2, "train"), (2, "eval"), (2, "sample"), (3, "train"), (4, "train"), (4, "eval"), (4, "sample")
+  ]
