@@ -40,7 +40,10 @@ def resolve(path: str, spec: str) -> str:
   package, _, inside = path.partition("/")
   found = importlib.util.find_spec(package) if package.isidentifier() else None
   if found is None or not found.submodule_search_locations:
-    raise MissingDataError(f"init_from={spec!r}: no file {path} here, and no installed package {package!r} holds it")
+    raise MissingDataError(
+        f"init_from={spec!r}: no file {path} here, and no installed package {package!r} holds it "
+        "(make installs the pinned ones: requirements.txt)"
+    )
   return os.path.join(found.submodule_search_locations[0], inside)
 
 

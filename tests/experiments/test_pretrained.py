@@ -15,6 +15,7 @@ from decoders.interop.gguf_file import read_gguf
 from decoders.errors import ConfigError
 from decoders.models import decoder_lm
 from experiments import pretrained, train
+from experiments.errors import MissingDataError
 from experiments.tasks import language_model
 from tests.conftest import REPO, subprocess_env
 
@@ -119,3 +120,8 @@ def test_a_trained_run_exports_to_a_folder_transformers_loads(trained_lm, lm_con
   with torch.no_grad():
     theirs = exported(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_weights_in_a_package_that_is_not_installed_are_named():
+  with pytest.raises(MissingDataError, match="no installed package 'no_such_package' holds it"):
+    pretrained.parse("gguf:no_such_package/model.gguf")
