@@ -4,7 +4,6 @@ Tiny reference models are saved once by `transformers` (module fixture); each te
 thing in it. A few tests are positive: the config keys a loader must read from either place, and bare base models.
 """
 import json
-import pickle
 import re
 import shutil
 
@@ -95,25 +94,20 @@ def test_config_without_weights_names_model_safetensors(copy):
   load_fails(folder, r"no weights in .*model\.safetensors")
 
 
-class _Tripwire:
-  """Unpickling it creates `marker`: proof that a loader ran pickle on the file."""
+def tripwire(marker) -> bytes:
+  """A protocol-0 pickle whose loading calls open(marker, "w"): proof that a loader unpickled the file.
 
-  def __init__(self, marker):
-    self.marker = marker
-
-  def __reduce__(self):
-    return open, (self.marker, "w")
+  Opcodes: c (push builtins.open), ( (mark), S (two string arguments), t (tuple), R (call), . (stop).
+  """
+  return f"c__builtin__\nopen\n(S'{marker}'\nS'w'\ntR.".encode()
 
 
 def test_pytorch_model_bin_is_refused_and_never_unpickled(copy, tmp_path):
   folder, marker = copy("gpt2"), tmp_path / "unpickled"
   (folder / "model.safetensors").unlink()
-  (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Tripwire(str(marker))))
+  (folder / "pytorch_model.bin").write_bytes(tripwire(marker))
   load_fails(folder, r"pytorch_model\.bin is there, but we do not read pickle")
   assert not marker.exists()
-  with open(folder / "pytorch_model.bin", "rb") as f:  # the tripwire works: unpickling does create the marker
-    pickle.load(f).close()
-  assert marker.exists()
 
 
 def test_unsupported_model_type_names_it_and_the_supported_ones(copy):
