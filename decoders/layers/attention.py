@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from decoders.errors import ConfigError
+from decoders.layers import kv_cache
 from decoders.layers.chunked_attention import chunked_attention
 from decoders.layers.partitioning import EMBED, HEAD_DIM, HEADS, KV_HEADS, with_axes
 from decoders.layers.positions import apply_rope
@@ -80,8 +81,14 @@ class MultiHeadAttention(nn.Module):
   output_init: Any = nn.initializers.normal(stddev=0.02)
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool, bias=None, positions=None):
-    """x: [b, length, width]; mask, bias: as `attention`; positions (for RoPE): [b|-, length], default arange."""
+  def __call__(self, x, mask, *, deterministic: bool, bias=None, positions=None, cache=None):
+    """x: [b, length, width]; mask, bias: as `attention`; positions (for RoPE): [b|-, length], default arange.
+
+    With `cache` = (keys, values, starts), this layer's cache [b, capacity, kv_heads, head_dim]
+    and each row's first free slot [b]: the new keys and values are written there, the
+    queries attend over the whole cache (`mask` is then [b|1, 1, length, capacity]), and
+    the result is (output, (keys, values)).
+    """
     kv_heads = self.num_kv_heads or self.num_heads
     if kv_heads < 1 or self.num_heads % kv_heads:
       raise ConfigError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads} (0: num_heads)")
@@ -102,11 +109,17 @@ class MultiHeadAttention(nn.Module):
     if self.rope_base > 0:
       positions = jnp.arange(x.shape[-2]) if positions is None else positions
       query, key = apply_rope(query, positions, self.rope_base), apply_rope(key, positions, self.rope_base)
+    implementation = self.implementation
+    if cache is not None:
+      cached_key, cached_value, starts = cache
+      key, value = kv_cache.write(cached_key, key, starts), kv_cache.write(cached_value, value, starts)
+      # A few queries against a long cache: the chunked kernel's blocks are for long query runs.
+      implementation = "xla" if implementation == "chunked" else implementation
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
-    out = attention(query, key, value, mask, self.implementation, dropout_rng, self.dropout_rate, bias)
-    return nn.DenseGeneral(
+    out = attention(query, key, value, mask, implementation, dropout_rng, self.dropout_rate, bias)
+    out = nn.DenseGeneral(
         features=x.shape[-1],
         axis=(-2, -1),
         use_bias=self.use_bias,
@@ -115,3 +128,4 @@ class MultiHeadAttention(nn.Module):
         bias_init=with_axes(nn.initializers.zeros, EMBED),
         name="out",
     )(out)
+    return out if cache is None else (out, (key, value))

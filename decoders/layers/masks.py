@@ -34,6 +34,19 @@ def sliding_window_mask(length: int, window: int) -> jax.Array:
   return ((j <= i) & (i - j < window))[None, None]
 
 
+def cached_causal_mask(query_positions: jax.Array, capacity: int, window: int = 0) -> jax.Array:
+  """[batch, 1, q, capacity] causal (or sliding-window) mask of new queries over a key/value cache.
+
+  `query_positions` [batch, q] are the queries' absolute positions, which are also the cache
+  slots their keys go to. Key slot j is visible iff j <= position (and position - j < window,
+  if a window is given): slots not written yet lie beyond every query, so they stay hidden.
+  """
+  i = jnp.asarray(query_positions)[:, None, :, None]
+  j = jnp.arange(capacity)[None, None, None, :]
+  visible = j <= i
+  return visible & (i - j < window) if window else visible
+
+
 def padding_mask(valid: jax.Array) -> jax.Array:
   """[batch, 1, 1, k] mask hiding padding keys; `valid` [batch, k] is true (non-zero) for real tokens.
 

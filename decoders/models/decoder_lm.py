@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from decoders.errors import ConfigError
 from decoders.layers import attention as attention_lib
-from decoders.layers import feed_forward, masks, norms
+from decoders.layers import feed_forward, kv_cache, masks, norms
 from decoders.layers import positions as positions_lib
 from decoders.layers.embedding import TOKEN_INIT_STDDEV, LearnedPositions, TokenEmbedding
 from decoders.layers.partitioning import EMBED, LAYERS, VOCAB, with_axes
@@ -212,8 +212,9 @@ class DecoderBlock(nn.Module):
   config: DecoderLMConfig
 
   # `deterministic` may be passed by position: nn.remat can only hold a positional argument static.
+  # With `cache` (this layer's keys, values and each row's first free slot) it returns (x, (keys, values)).
   @nn.compact
-  def __call__(self, x, mask, positions, deterministic: bool):
+  def __call__(self, x, mask, positions, deterministic: bool, cache=None):
     cfg = self.config
     dtype = DTYPES[cfg.dtype]
     residual_init = nn.initializers.normal(stddev=0.02 / (2 * cfg.num_layers) ** 0.5)  # GPT-2 sec. 2.3
@@ -236,22 +237,33 @@ class DecoderBlock(nn.Module):
         output_init=residual_init,
         name="ffn",
     )
-    sublayers = (
-        ("attention_norm", lambda h: attention(h, mask, deterministic=deterministic, positions=positions)),
-        ("ffn_norm", lambda h: ffn(h, deterministic=deterministic)),
-    )
+    new_cache = None
+
+    def attend(h):
+      nonlocal new_cache
+      out = attention(h, mask, deterministic=deterministic, positions=positions, cache=cache)
+      if cache is not None:
+        out, new_cache = out
+      return out
+
+    sublayers = (("attention_norm", attend), ("ffn_norm", lambda h: ffn(h, deterministic=deterministic)))
     for norm_name, sublayer in sublayers:
       norm = norms.make_norm(cfg.norm, norm_name, dtype, cfg.norm_epsilon)
       if cfg.norm_position == "pre":
         x = x + nn.Dropout(cfg.dropout_rate)(sublayer(norm(x)), deterministic=deterministic)
       else:
         x = norm(x + nn.Dropout(cfg.dropout_rate)(sublayer(x), deterministic=deterministic))
-    return x
+    return x if cache is None else (x, new_cache)
 
 
 def _scan_step(block: nn.Module, x, mask, positions, deterministic: bool):
   """One block in the form nn.scan runs: (carry, broadcast inputs) -> (carry, no per-layer output)."""
   return block(x, mask, positions, deterministic), None
+
+
+def _cached_scan_step(block: nn.Module, x, mask, positions, deterministic: bool, layer_cache, starts):
+  """As `_scan_step`, with this layer's (keys, values) scanned in and its updated ones scanned out."""
+  return block(x, mask, positions, deterministic, (*layer_cache, starts))
 
 
 class BlockStack(nn.Module):
@@ -267,7 +279,8 @@ class BlockStack(nn.Module):
   config: DecoderLMConfig
 
   @nn.compact
-  def __call__(self, x, mask, positions, *, deterministic: bool):
+  def __call__(self, x, mask, positions, *, deterministic: bool, cache=None):
+    """x after every block; with `cache` = (keys, values, starts) over all layers, (x, (keys, values))."""
     cfg = self.config
     block = DecoderBlock
     if cfg.remat != "none":
@@ -278,19 +291,31 @@ class BlockStack(nn.Module):
           DecoderBlock, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4,), prevent_cse=not cfg.scan_layers
       )
     if not cfg.scan_layers:
+      if cache is None:
+        for i in range(cfg.num_layers):
+          x = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic)
+        return x
+      keys, values, starts = cache
+      updated = []
       for i in range(cfg.num_layers):
-        x = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic)
-      return x
-    scan = nn.scan(
-        _scan_step,
+        x, layer_cache = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic, (keys[i], values[i], starts))
+        updated.append(layer_cache)
+      return x, tuple(jnp.stack(parts) for parts in zip(*updated))
+    # mask, positions, deterministic (and each row's cache start) are the same for every layer.
+    broadcast = (nn.broadcast, nn.broadcast, nn.broadcast)
+    scan = functools.partial(
+        nn.scan,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},  # each layer its own initialisation and dropout
-        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),  # mask, positions, deterministic: the same for every layer
         length=cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: LAYERS},
     )
-    x, _ = scan(block(cfg, name=SCANNED_LAYERS), x, mask, positions, deterministic)
-    return x
+    if cache is None:
+      x, _ = scan(_scan_step, in_axes=broadcast)(block(cfg, name=SCANNED_LAYERS), x, mask, positions, deterministic)
+      return x
+    keys, values, starts = cache
+    cached_scan = scan(_cached_scan_step, in_axes=(*broadcast, 0, nn.broadcast))
+    return cached_scan(block(cfg, name=SCANNED_LAYERS), x, mask, positions, deterministic, (keys, values), starts)
 
 
 def stack_layers(params: dict) -> dict:
@@ -322,6 +347,13 @@ def add_positions(x: jax.Array, positions: jax.Array, config: DecoderLMConfig, l
     # position swamps the token and the model learns little more than unigram statistics.
     return x + TOKEN_INIT_STDDEV * positions_lib.sinusoidal(positions, config.width).astype(x.dtype)
   return x
+
+
+def init_cache(config: DecoderLMConfig, batch: int, capacity: int) -> kv_cache.KVCache:
+  """An empty cache for `batch` rows of up to `capacity` tokens, in the compute dtype, sized by the KV heads."""
+  return kv_cache.KVCache.zeros(
+      config.num_layers, batch, capacity, config.kv_heads, config.head_dim, DTYPES[config.dtype]
+  )
 
 
 def mask_vocab_padding(logits: jax.Array, config: DecoderLMConfig) -> jax.Array:
@@ -384,6 +416,11 @@ class DecoderLM(nn.Module):
     causal = masks.sliding_window_mask(length, cfg.sliding_window) if cfg.sliding_window else masks.causal_mask(length)
     mask = masks.combine(causal, None if segment_ids is None else masks.segment_mask(segment_ids))
     x = self.blocks(x, mask, positions, deterministic=not train)
+    return self.logits(x)
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    """The last block's output -> float32 logits, padded vocabulary rows masked."""
+    cfg = self.config
     if cfg.norm_position == "pre":
       x = self.final_norm(x)
     logits = self.embed.attend(x) if cfg.tie_embeddings else self.unembed(x)  # float32 either way
@@ -394,11 +431,32 @@ class DecoderLM(nn.Module):
     learned = self.learned_positions if self.config.positions == "learned" else None
     return add_positions(self.embed(tokens), positions, self.config, learned)
 
+  def tokens_to_logits(
+      self, tokens: jax.Array, cache: kv_cache.KVCache, valid_lengths: jax.Array | None = None
+  ) -> tuple[jax.Array, kv_cache.KVCache]:
+    """Logits [batch, t, padded_vocab] of `tokens` [batch, t] that follow what `cache` holds, and the cache after them.
+
+    The decoding seam: a prefill passes the (right-padded) prompts with their `valid_lengths`
+    [batch], then each step passes one token per row. Row b's tokens sit at positions
+    cache.lengths[b], ... and see every cached position before them (or the last
+    `sliding_window`); the cache then counts `valid_lengths` more tokens (default t).
+    """
+    cfg = self.config
+    if cache.capacity > cfg.max_len:
+      raise ConfigError(f"a cache of {cache.capacity} positions exceeds model.max_len={cfg.max_len}")
+    positions = cache.lengths[:, None] + jnp.arange(tokens.shape[-1])[None]
+    x = self.embed_inputs(tokens, positions)
+    mask = masks.cached_causal_mask(positions, cache.capacity, cfg.sliding_window)
+    x, (keys, values) = self.blocks(x, mask, positions, deterministic=True, cache=(cache.key, cache.value, cache.lengths))
+    logits = self.logits(x)
+    added = tokens.shape[-1] if valid_lengths is None else valid_lengths
+    return logits, kv_cache.KVCache(keys, values, cache.lengths + added)
+
   def next_token_logits(self, window: jax.Array, length: jax.Array) -> jax.Array:
     """Logits [batch, vocab] for the token after the first `length` tokens of `window`.
 
-    The decoding seam: a sampler calls this on a fixed-size window so the whole
-    generation compiles once. (A KV-cached `tokens_to_logits` comes with the caches.)
+    The cache-free decoding seam: a sampler calls this on a fixed-size window so the
+    whole generation compiles once; `tokens_to_logits` is the cached one.
     """
     logits = self(window, train=False)
     return jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)

@@ -1,0 +1,114 @@
+"""The cached generation driver against the model's own full forward pass."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from decoders.decoding import generate, strategies
+from decoders.decoding import generation as generation_lib
+from decoders.errors import ConfigError
+from decoders.models import decoder_lm
+
+VOCAB = 37
+SHAPES = {
+    "gpt2": {},
+    "llama": dict(num_kv_heads=2),  # GQA
+    "mistral": dict(num_kv_heads=1, sliding_window=5),  # MQA, a window shorter than the sequences
+}
+
+
+def tiny(preset: str, scan_layers: bool = False):
+  cfg = decoder_lm.preset(
+      preset, vocab_size=VOCAB, num_layers=2, width=32, num_heads=4, mlp_dim=64, max_len=32, scan_layers=scan_layers,
+      **SHAPES[preset],
+  )
+  model = decoder_lm.DecoderLM(cfg)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  params = jax.tree.map(lambda x: x * 8.0, params)  # greedy choices well above rounding level
+  return model, params
+
+
+def assert_close(ours, reference):
+  """Equal up to float32 rounding: the cache sums over its capacity, the full pass over the sequence."""
+  assert float(jnp.max(jnp.abs(ours - reference)) / jnp.max(jnp.abs(reference))) < 1e-5
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+@pytest.mark.parametrize("preset", sorted(SHAPES))
+def test_cached_logits_equal_the_full_forward_pass_at_every_step(preset, scan_layers):
+  model, params = tiny(preset, scan_layers)
+  tokens = jax.random.randint(jax.random.key(1), (2, 24), 0, VOCAB)
+  full = model.apply({"params": params}, tokens)
+  lengths = jnp.array([6, 11])  # rows of different lengths, right-padded with garbage
+  prompt = jnp.where(jnp.arange(12)[None] < lengths[:, None], tokens[:, :12], 3)
+  cache = decoder_lm.init_cache(model.config, 2, 32)
+  tokens_to_logits = jax.jit(lambda *args: model.apply({"params": params}, *args, method=model.tokens_to_logits))
+  logits, cache = tokens_to_logits(prompt, cache, lengths)
+  for row in range(2):
+    assert_close(logits[row, : lengths[row]], full[row, : lengths[row]])
+  for step in range(12):
+    token = tokens[jnp.arange(2), lengths + step][:, None]  # each row continues with its own next token
+    logits, cache = tokens_to_logits(token, cache)
+    assert_close(logits[:, 0], full[jnp.arange(2), lengths + step])
+  np.testing.assert_array_equal(cache.lengths, lengths + 12)
+
+
+def full_forward_greedy(model, params, prompt: list[int], steps: int) -> list[int]:
+  """Greedy without a cache: the whole sequence through the model for every token (one fixed-size buffer,
+  so one compilation; causal attention keeps the zeros after the sequence out of its logits)."""
+  forward = jax.jit(lambda tokens: model.apply({"params": params}, tokens))
+  buffer = np.zeros((1, model.config.max_len), np.int32)
+  buffer[0, : len(prompt)] = prompt
+  for length in range(len(prompt), len(prompt) + steps):
+    buffer[0, length] = int(jnp.argmax(forward(buffer)[0, length - 1]))
+  return buffer[0, len(prompt) : len(prompt) + steps].tolist()
+
+
+@pytest.mark.parametrize("preset", sorted(SHAPES))
+def test_batched_greedy_generation_equals_each_row_alone_without_a_cache(preset):
+  model, params = tiny(preset)
+  prompts = [[5, 9, 2, 11], [7], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
+  out = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=12)
+  for row, prompt in enumerate(prompts):
+    assert out.rows()[row] == full_forward_greedy(model, params, prompt, 12)
+  np.testing.assert_array_equal(out.num_generated, [12, 12, 12])
+  # The log-probabilities are those of the model's own distribution at each chosen token.
+  logits = model.apply({"params": params}, jnp.asarray([prompts[1] + out.rows()[1]]))
+  expected = jax.nn.log_softmax(logits[0, :-1])[jnp.arange(len(prompts[1]) - 1, 12), jnp.asarray(out.rows()[1])]
+  np.testing.assert_allclose(out.log_probs[1], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_each_row_stops_at_its_eos_and_the_loop_at_the_last():
+  model, params = tiny("llama")
+  prompts = [[5, 9, 2, 11], [7]]
+  free = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=10).rows()
+  eos = free[0][2]  # the first row ends by its third token at the latest
+  out = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=10, eos_id=eos)
+  for row in range(2):
+    end = free[row].index(eos) + 1 if eos in free[row] else 10
+    assert out.rows()[row] == free[row][:end]
+    assert (out.tokens[row, end:] == eos).all() and (out.log_probs[row, end:] == 0).all()
+  assert out.num_generated[0] <= 3
+
+
+def test_a_second_call_with_the_same_shapes_does_not_compile_again():
+  model, params = tiny("gpt2")
+  strategy = strategies.Temperature(0.7)
+  generate(model, params, [[1, 2], [3, 4]], strategy=strategy, max_new_tokens=5, rng=jax.random.key(1))
+  compiled = generation_lib._generate._cache_size()
+  generate(model, params, [[5, 6], [7, 8]], strategy=strategy, max_new_tokens=5, rng=jax.random.key(2))
+  assert generation_lib._generate._cache_size() == compiled
+
+
+@pytest.mark.parametrize("prompts, max_new, match", [
+    ([], 4, "no prompts"),
+    ([[1], []], 4, "prompt 1 is empty"),
+    ([[1, VOCAB]], 4, f"token id {VOCAB}, outside the model's vocabulary of {VOCAB}"),
+    ([[1]], -1, "max_new_tokens=-1"),
+    ([[1] * 30], 4, "exceeds model.max_len=32"),
+])
+def test_bad_input_is_named_before_compiling(prompts, max_new, match):
+  model, params = tiny("gpt2")
+  with pytest.raises(ConfigError, match=match):
+    generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=max_new)
