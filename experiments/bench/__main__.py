@@ -5,10 +5,12 @@ from absl import app, flags, logging
 
 from experiments.bench import attention, common
 from experiments.bench import compile as compile_time
-from experiments.bench import hf_gpt2, train
+from experiments.bench import hf_gpt2, kv_cache, train
 
 # name -> module with run() -> lines; each module defines its own flags.
-BENCHMARKS = {"train": train, "compile": compile_time, "attention": attention, "hf_gpt2": hf_gpt2}
+BENCHMARKS = {
+    "train": train, "compile": compile_time, "attention": attention, "hf_gpt2": hf_gpt2, "kv_cache": kv_cache
+}
 
 _RECORD = flags.DEFINE_bool("record", False, "Append the result to BENCHMARKS.md.")
 

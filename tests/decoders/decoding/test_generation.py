@@ -112,3 +112,22 @@ def test_bad_input_is_named_before_compiling(prompts, max_new, match):
   model, params = tiny("gpt2")
   with pytest.raises(ConfigError, match=match):
     generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=max_new)
+
+
+def test_sampling_with_top_k_1_is_greedy_and_top_p_keeps_to_the_nucleus():
+  model, params = tiny("llama")
+  prompts = [[5, 9, 2, 11], [7]]
+  greedy = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=6)
+  top1 = generate(model, params, prompts, strategy=strategies.Sample(top_k=1), max_new_tokens=6, rng=jax.random.key(3))
+  assert top1.rows() == greedy.rows()
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  draws = jax.vmap(lambda key: strategies.Sample(top_p=0.75)(logits, key))(jax.random.split(jax.random.key(0), 400))
+  assert set(np.asarray(draws).ravel().tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.75
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(temperature=0.0), "t=0"), (dict(top_k=0), "k=0"), (dict(top_p=1.5), "p=1.5"), (dict(typical=0.0), "mass=0"),
+])
+def test_a_sampling_setting_that_cannot_work_is_named_when_the_strategy_is_made(settings, match):
+  with pytest.raises(ConfigError, match=match):
+    strategies.Sample(**settings)
