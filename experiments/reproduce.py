@@ -3,13 +3,15 @@
     python -m experiments.reproduce transformer_variants            # 18 runs: 35-85 min on 2 CPU cores
     python -m experiments.reproduce transformer_variants --quick    # the same grid, small: < 10 min
     python -m experiments.reproduce shakespeare_char                # the `make run` job beside nanoGPT's numbers
+    python -m experiments.reproduce smollm2_shakespeare             # a pretrained model before and after fine-tuning
     python -m experiments.reproduce --regenerate                    # REPRODUCTIONS.md from reproductions/*/results.json
 
 NAME is one of experiments/reproductions (ABLATIONS). Each of its runs trains in
 `<workdir>/<run name>` (workdir: workdirs/reproduce/NAME, or NAME-quick) with
 `train.train_and_evaluate`. A run whose metrics.jsonl holds its final evaluation and
 whose config.json is the run's config is done and is not trained again; any other
-resumes from its newest checkpoint, as run.py would. So a sweep stopped anywhere
+resumes from its newest checkpoint, as run.py would (a run of train.num_steps=0 only
+evaluates and samples its initial, e.g. pretrained, weights). So a sweep stopped anywhere
 (Ctrl-C checkpoints the run in progress) goes on where it stopped when the same
 command is given again. The numbers are a language model's (tokens/s, KV-cache bytes
 per token, non-embedding parameters): the reproductions so far are all of DecoderLM.

@@ -67,13 +67,13 @@ def hf_config(metadata: Mapping, tensor_names, source: str) -> dict:
       raise WeightsError(f"{source}: metadata has no {arch}.{key}")
     return value
 
+  def real(key, default=None):  # a float32 in the file: 1e-5, not 9.99999974e-06
+    return float(str(np.float32(get(key, default))))
+
   heads, width = int(get("attention.head_count")), int(get("embedding_length"))
   rope_dims = int(get("rope.dimension_count", width // heads))
   if rope_dims != width // heads:
     raise WeightsError(f"{source}: RoPE on {rope_dims} of {width // heads} head dimensions is not supported")
-  def real(key, default=None):  # a float32 in the file: 1e-5, not 9.99999974e-06
-    return float(str(np.float32(get(key, default))))
-
   tokens = metadata.get("tokenizer.ggml.tokens")
   return {
       "model_type": "llama",
