@@ -420,10 +420,16 @@ class DecoderLM(nn.Module):
 
   def logits(self, x: jax.Array) -> jax.Array:
     """The last block's output -> float32 logits, padded vocabulary rows masked."""
+    return self.unembed_hidden(self.final_hidden(x))
+
+  def final_hidden(self, x: jax.Array) -> jax.Array:
+    """The last block's output after the final norm (pre-norm stacks): the state the unembedding reads."""
+    return self.final_norm(x) if self.config.norm_position == "pre" else x
+
+  def unembed_hidden(self, hidden: jax.Array) -> jax.Array:
+    """`final_hidden`'s output [..., width] -> float32 logits [..., padded_vocab], padded rows masked."""
     cfg = self.config
-    if cfg.norm_position == "pre":
-      x = self.final_norm(x)
-    logits = self.embed.attend(x) if cfg.tie_embeddings else self.unembed(x)  # float32 either way
+    logits = self.embed.attend(hidden) if cfg.tie_embeddings else self.unembed(hidden)  # float32 either way
     return mask_vocab_padding(logits, cfg)
 
   def embed_inputs(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
@@ -441,6 +447,14 @@ class DecoderLM(nn.Module):
     cache.lengths[b], ... and see every cached position before them (or the last
     `sliding_window`); the cache then counts `valid_lengths` more tokens (default t).
     """
+    hidden, cache = self.tokens_to_hidden(tokens, cache, valid_lengths)
+    return self.unembed_hidden(hidden), cache
+
+  def tokens_to_hidden(
+      self, tokens: jax.Array, cache: kv_cache.KVCache, valid_lengths: jax.Array | None = None
+  ) -> tuple[jax.Array, kv_cache.KVCache]:
+    """As `tokens_to_logits`, but the final hidden states [batch, t, width] (`final_hidden`) instead of
+    logits: contrastive search compares them, and `unembed_hidden` turns them into logits."""
     cfg = self.config
     if cache.capacity > cfg.max_len:
       raise ConfigError(f"a cache of {cache.capacity} positions exceeds model.max_len={cfg.max_len}")
@@ -448,9 +462,8 @@ class DecoderLM(nn.Module):
     x = self.embed_inputs(tokens, positions)
     mask = masks.cached_causal_mask(positions, cache.capacity, cfg.sliding_window)
     x, (keys, values) = self.blocks(x, mask, positions, deterministic=True, cache=(cache.key, cache.value, cache.lengths))
-    logits = self.logits(x)
     added = tokens.shape[-1] if valid_lengths is None else valid_lengths
-    return logits, kv_cache.KVCache(keys, values, cache.lengths + added)
+    return self.final_hidden(x), kv_cache.KVCache(keys, values, cache.lengths + added)
 
   def next_token_logits(self, window: jax.Array, length: jax.Array) -> jax.Array:
     """Logits [batch, vocab] for the token after the first `length` tokens of `window`.
