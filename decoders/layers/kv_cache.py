@@ -31,6 +31,11 @@ class KVCache:
   def nbytes(self) -> int:
     return self.key.nbytes + self.value.nbytes
 
+  def select_rows(self, rows: jax.Array) -> "KVCache":
+    """The cache of rows `rows` [new_batch] (indices into the batch, repeats allowed): beam search
+    reorders its hypotheses' caches with it, and expands one prompt's cache to its beams."""
+    return KVCache(jnp.take(self.key, rows, axis=1), jnp.take(self.value, rows, axis=1), self.lengths[rows])
+
 
 def write(cached: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
   """One layer's cache [batch, capacity, ...] with `new` [batch, t, ...] written at each row's `starts` [batch]."""
