@@ -61,7 +61,27 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       profile_steps=0,  # > 0: trace that many steps with jax.profiler into <workdir>/profile
   )
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sample = dict(prompt="ROMEO:\n", num_tokens=300, temperature=0.8, chat=False)
+  # How samples are drawn (decoders.decoding): strategy "sample" draws from softmax(logits / temperature)
+  # (temperature 0: greedy) after the filters that are on (top_k 0, top_p 1, min_p 0 and typical 1 are
+  # off); "beam" keeps beam_width hypotheses; "contrastive" is Su et al. 2022's search. Repetition
+  # penalty 1 and no_repeat_ngram 0 are off.
+  config.sample = dict(
+      prompt="ROMEO:\n",
+      num_tokens=300,
+      chat=False,
+      strategy="sample",
+      temperature=0.8,
+      top_k=0,
+      top_p=1.0,
+      min_p=0.0,
+      typical=1.0,
+      repetition_penalty=1.0,
+      no_repeat_ngram=0,
+      beam_width=4,
+      length_penalty=1.0,
+      contrastive_k=4,
+      contrastive_alpha=0.6,
+  )
 
   if variant == "test":
     config.data.context_length = 16

@@ -38,7 +38,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       vocab_multiple=1,
   )
   config.optimizer.update(learning_rate=1e-4, warmup_steps=10)
-  config.sample = dict(prompt="The capital of France is", num_tokens=24, temperature=0.0, chat=False)
+  config.sample.update(prompt="The capital of France is", num_tokens=24, temperature=0.0)
   if variant == "test":  # what the tests run: a short window, a few tokens
     config.data.context_length = 16
     config.data.eval_batch_size = 64

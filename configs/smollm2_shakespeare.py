@@ -26,7 +26,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.optimizer.update(learning_rate=1e-4, warmup_steps=20, weight_decay=0.0, final_lr_fraction=0.1)
   config.train.update(num_steps=300, log_every=10, eval_every=100, eval_batches=4, checkpoint_every=100)
   config.train.keep_checkpoints = 1  # 1.6 GB each: parameters and two Adam moments in float32
-  config.sample = dict(prompt="ROMEO:\n", num_tokens=64, temperature=0.8, chat=False)
+  config.sample.update(prompt="ROMEO:\n", num_tokens=64, temperature=0.8)
   if variant == "test":
     config.data.update(context_length=16, batch_size=8)
     config.train.update(num_steps=2, log_every=1, eval_every=1, eval_batches=1, checkpoint_every=1)

@@ -16,8 +16,9 @@ from decoders.errors import ConfigError
 from decoders.layers import partitioning
 from decoders.models import decoder_lm
 from experiments import pretrained, sharding
-from experiments.config_rules import TEXT, Rule, fields_of, integer, number, one_of, show
+from experiments.config_rules import TEXT, fields_of, integer, one_of, show
 from experiments.data import pipeline, shakespeare
+from experiments.tasks import text_sampling
 from experiments.tasks.base import ModelDescription, Task
 
 DATASETS = {"shakespeare_char": shakespeare.load_split_documents}  # each split as its documents
@@ -44,13 +45,7 @@ class LanguageModelTask(Task):
       # A preset's fields, any of which the config may override. The vocabulary is the data's
       # unless model.vocab_size asks for more rows (a published shape, or a benchmark's size).
       "model": {"preset": one_of(decoder_lm.PRESETS), **fields_of(decoder_lm.DecoderLMConfig)},
-      # temperature 0: greedy; chat: the prompt as a user's message in the tokenizer's chat template.
-      "sample": {
-          "prompt": TEXT,
-          "num_tokens": integer(1),
-          "temperature": number(0),
-          "chat": Rule(bool, "true or false"),
-      },
+      "sample": text_sampling.SCHEMA,
   }
 
   @classmethod
