@@ -8,7 +8,7 @@ RUN_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1 TF_CPP_MIN_LOG_LEVEL=2
 CONFIG ?= configs/shakespeare_char.py
 WORKDIR ?= workdirs/shakespeare_char
 
-.PHONY: run test bench venv clean reference bench-hf
+.PHONY: run test bench venv clean reference bench-hf llamacpp
 
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
@@ -33,6 +33,19 @@ bench-hf: $(REFERENCE_STAMP)
 $(REFERENCE_STAMP): $(STAMP) requirements-reference.txt
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-reference.txt
 	touch $(REFERENCE_STAMP)
+
+# The llamacpp extra (requirements-llamacpp.txt): llama.cpp's Python binding, built from source
+# for this CPU, in a venv of its own that the SmolLM2 decoding benchmark runs in a subprocess.
+LLAMACPP_VENV := .venv-llamacpp
+LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed
+
+llamacpp: $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP): requirements-llamacpp.txt
+	test -x $(LLAMACPP_VENV)/bin/python || $(PYTHON) -m venv $(LLAMACPP_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(LLAMACPP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements-llamacpp.txt
+	touch $(LLAMACPP_STAMP)
 
 $(STAMP): requirements.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

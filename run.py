@@ -23,7 +23,11 @@ _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "eval", "sample", "export", "inspect"], "What to do with the workdir; inspect needs none."
 )
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode=export: the Hugging Face folder to write.")
-_PROMPT = flags.DEFINE_string("prompt", None, "Overrides the config's sample.prompt (for --mode=sample).")
+_PROMPT = flags.DEFINE_multi_string(
+    "prompt", None, "--mode=sample: the prompt, instead of the config's sample.prompt; repeat the flag for a batch."
+)
+_PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "--mode=sample: a text file of prompts, one per line, as one batch.")
+_STREAM = flags.DEFINE_bool("stream", True, "--mode=sample: print one prompt's text as it is generated.")
 flags.mark_flags_as_required(["config"])
 # Several processes (hosts) of one job: each runs this same command with its own --process_id.
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run as one of several processes.")
@@ -107,6 +111,22 @@ def initialize_distributed() -> None:
   )
 
 
+def _prompts() -> list[str]:
+  """--prompt flags, then the lines of --prompts_file (blank lines skipped)."""
+  prompts = list(_PROMPT.value or [])
+  if _PROMPTS_FILE.value is not None:
+    try:
+      with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
+        prompts += [line.rstrip("\n") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+      sys.exit(f"error: --prompts_file={_PROMPTS_FILE.value}: {e.strerror if isinstance(e, OSError) else e}")
+    if not prompts:
+      sys.exit(f"error: --prompts_file={_PROMPTS_FILE.value} holds no prompt")
+  if prompts and _MODE.value != "sample":
+    sys.exit(f"error: --prompt and --prompts_file are for --mode=sample, not --mode={_MODE.value}")
+  return prompts
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -121,14 +141,15 @@ def main(argv):
     sys.exit("error: --workdir is required, except with --mode=inspect, or --mode=eval|sample of a config with init_from")
   if (_MODE.value == "export") != (_EXPORT_DIR.value is not None):
     sys.exit("error: --mode=export and --export_dir=DIR go together")
-  if _PROMPT.value is not None:
+  prompts = _prompts()
+  if prompts:
     if "sample" not in config:
       sys.exit(f"error: --prompt: task {config.task!r} has no sample.prompt")
-    config.sample.prompt = _PROMPT.value
+    config.sample.prompt = prompts[0]  # checked with the config; the others when they are tokenized
   mode = {
       "train": train.train_and_evaluate,
       "eval": train.evaluate,
-      "sample": train.sample,
+      "sample": lambda config, workdir: train.sample(config, workdir, prompts if len(prompts) > 1 else None, _STREAM.value),
       "export": lambda config, workdir: train.export(config, workdir, _EXPORT_DIR.value),
       "inspect": lambda config, _: print(inspection.format_summary(inspection.summarize(config)), flush=True),
   }[_MODE.value]

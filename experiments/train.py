@@ -13,6 +13,7 @@
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 
 import jax
 import tensorflow_datasets as tfds
@@ -258,8 +259,17 @@ def export(config, workdir: str | None, directory: str) -> list[str]:
   return files
 
 
-def sample(config, workdir: str) -> str | None:
+def sample(config, workdir: str, prompts: Sequence[str] | None = None, stream: bool = False) -> str | None:
+  """The task's sample from `prompts` (default: sample.prompt), printed (with `stream`, as it is made)."""
   task, _, state = restore_for_inference(config, workdir)
-  text = task.sample(state.params, jax.random.key(config.seed + 1))  # the key train_and_evaluate samples with
-  print(text if text is not None else f"task {config.task!r} has nothing to sample", flush=True)
+  pieces = []
+
+  def write(piece: str) -> None:
+    pieces.append(piece)
+    print(piece, end="", flush=True)
+
+  # The key train_and_evaluate samples with.
+  text = task.sample(state.params, jax.random.key(config.seed + 1), prompts, write if stream else None)
+  if not pieces:
+    print(text if text is not None else f"task {config.task!r} has nothing to sample", flush=True)
   return text

@@ -59,6 +59,13 @@ CASES = {
     ),
     "prompt outside the vocabulary": Case(("--config.sample.prompt=☃",), ("sample.prompt='☃'", "82-character vocabulary"), creates_nothing=False),
     "eval without a checkpoint": Case(("--mode=eval",), ("no checkpoint in", "train first")),
+    "prompts file missing": Case(
+        ("--mode=sample", "--prompts_file=/nonexistent/prompts.txt"), ("--prompts_file=/nonexistent/prompts.txt", "No such file")
+    ),
+    "prompt outside sample mode": Case(("--prompt=ROMEO",), ("--prompt and --prompts_file are for --mode=sample",)),
+    "a filter beam search ignores": Case(
+        ("--mode=sample", "--config.sample.strategy=beam", "--config.sample.top_k=5"), ("sample.top_k=5", "strategy='sample' only")
+    ),
     "one of several processes, without its id": Case(
         ("--coordinator_address=127.0.0.1:1234", "--num_processes=2"), ("--coordinator_address needs", "--process_id")
     ),

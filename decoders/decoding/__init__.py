@@ -1,9 +1,17 @@
-"""Generation: the compiled decoding loops, sampling strategies and logits filters.
+"""Generation: the compiled decoding loops, decoding strategies and logits filters.
 
-    from decoders.decoding import generate, strategies, top_k
-    out = generate(model, params, [[1, 2, 3]], strategy=strategies.Temperature(0.0), max_new_tokens=16)
+    from decoders.decoding import Beam, Contrastive, Greedy, Sample, Temperature, generate, top_k
+    out = generate(model, params, [[1, 2, 3]], strategy=Temperature(0.0), max_new_tokens=16)
+    out = generate(model, params, prompts, strategy=Sample(top_p=0.9, repetition_penalty=1.2), max_new_tokens=16)
+    out = generate(model, params, prompts, strategy=Greedy(no_repeat_ngram=3), max_new_tokens=16)
+    out = generate(model, params, prompts, strategy=Beam(4, num_returned=2), max_new_tokens=16, eos_id=2)
+    out.rows(), out.nbest()                # the best hypothesis per row; beam search's n-best with scores
+    out = generate(model, params, prompts, strategy=Contrastive(k=4, alpha=0.6), max_new_tokens=16)
     filtered = top_k(logits, 40)           # each filter: (logits, ...) -> logits, removed entries -inf
 """
+from decoders.decoding import strategies
+from decoders.decoding.beam import Beam
+from decoders.decoding.contrastive import Contrastive
 from decoders.decoding.filters import (
     FILTERS,
     apply_filters,
@@ -16,15 +24,23 @@ from decoders.decoding.filters import (
     typical,
 )
 from decoders.decoding.generation import Generation, generate
+from decoders.decoding.strategies import Greedy, History, Sample, Temperature
 
 __all__ = [
     "FILTERS",
+    "Beam",
+    "Contrastive",
     "Generation",
+    "Greedy",
+    "History",
+    "Sample",
+    "Temperature",
     "apply_filters",
     "generate",
     "min_p",
     "no_repeat_ngram",
     "repetition_penalty",
+    "strategies",
     "temperature",
     "top_k",
     "top_p",

@@ -2,12 +2,18 @@
 
     out = generate(model, params, [[5, 9, 2], [7]], strategy=Temperature(0.0), max_new_tokens=32, eos_id=2)
     out.tokens[b, :out.num_generated[b]]       # row b's new tokens; out.log_probs likewise
+    out = generate(model, params, prompts, strategy=Beam(4, num_returned=2), max_new_tokens=32)
+    out.nbest()                                # per row: [(tokens, score), ...], best first
 
 The model is seen only through `tokens_to_logits(tokens, cache) -> (logits, cache)` with
 an explicit key/value cache (decoders/layers/kv_cache.py): the prompts, right-padded,
 fill it in one forward pass, and each iteration then feeds every row its last token.
 Rows stop at their own EOS, and the loop stops as soon as every row has. The whole
 generation is one compiled call; calls with the same shapes and settings reuse it.
+
+The loop keeps each row's tokens so far (prompt, then generated) for strategies that look
+back (repetition penalty, n-gram blocking: strategies.History). `Beam` and `Contrastive`
+run loops of their own (beam.py, contrastive.py) behind the same call.
 """
 import dataclasses
 import functools
@@ -17,11 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from decoders.decoding import beam, contrastive
+from decoders.decoding.strategies import History
 from decoders.errors import ConfigError
+from decoders.layers import kv_cache
 from decoders.models import decoder_lm
 
-# (logits [batch, vocab], rng) -> tokens [batch], hashable (a frozen dataclass): see strategies.py.
-Strategy = Callable[[jax.Array, jax.Array], jax.Array]
+# (logits [batch, vocab], rng, history) -> tokens [batch], hashable (a frozen dataclass): see strategies.py.
+Strategy = Callable[[jax.Array, jax.Array, History], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +38,22 @@ class Generation:
   tokens: np.ndarray  # [batch, max_new_tokens] int32; after a row's end: its EOS (or 0 without one)
   log_probs: np.ndarray  # [batch, max_new_tokens] float32: log p(token) under the model's own distribution
   num_generated: np.ndarray  # [batch] int32: tokens generated per row, its EOS included
+  # Beam search only (the fields above then hold each row's best hypothesis), best first:
+  scores: np.ndarray | None = None  # [batch, num_returned] float32: length-normalised log-likelihoods
+  nbest_tokens: np.ndarray | None = None  # [batch, num_returned, max_new_tokens] int32, filled as `tokens`
+  nbest_lengths: np.ndarray | None = None  # [batch, num_returned] int32
 
   def rows(self) -> list[list[int]]:
     return [row[:count].tolist() for row, count in zip(self.tokens, self.num_generated)]
+
+  def nbest(self) -> list[list[tuple[list[int], float]]]:
+    """Beam search's hypotheses per row as (tokens, score), best first."""
+    if self.scores is None:
+      raise ConfigError("nbest() needs beam search: generate(..., strategy=Beam(...))")
+    return [
+        [(tokens[:length].tolist(), float(score)) for tokens, length, score in zip(*row)]
+        for row in zip(self.nbest_tokens, self.nbest_lengths, self.scores)
+    ]
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,60 +77,111 @@ def generate(
     params,
     prompts: Sequence[Sequence[int]],
     *,
-    strategy: Strategy,
+    strategy: Strategy | beam.Beam | contrastive.Contrastive,
     max_new_tokens: int,
     rng: jax.Array | None = None,
     eos_id: int | None = None,
+    cache: kv_cache.CacheSpec = kv_cache.CacheSpec(),
+    cache_capacity: int | None = None,
+    on_token: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> Generation:
-  """Continues each prompt (a list of token ids) by up to `max_new_tokens`, as `strategy` picks them."""
+  """Continues each prompt (a list of token ids) by up to `max_new_tokens`, as `strategy` picks them.
+
+  `cache` says how the key/value cache stores and evicts (kv_cache.CacheSpec; quantised or
+  evicting caches serve the sampling strategies); it has `cache_capacity` slots, by default
+  the longest prompt plus max_new_tokens, which an evicting cache may undercut. `on_token(tokens, ended)`
+  is called on the host after every step with the step's tokens [batch] and which rows had
+  already ended [batch] (streaming; each new function compiles a new loop).
+  """
   cfg = model.config
   if max_new_tokens < 0:
     raise ConfigError(f"max_new_tokens={max_new_tokens} must be >= 0")
+  if isinstance(strategy, beam.Beam) and strategy.width > cfg.vocab_size:
+    raise ConfigError(f"beam width={strategy.width} exceeds the model's vocabulary of {cfg.vocab_size}")
   tokens, lengths = pad_prompts(prompts, cfg.vocab_size)
-  capacity = int(lengths.max()) + max_new_tokens
-  if capacity > cfg.max_len:
+  total = int(lengths.max()) + max_new_tokens
+  if total > cfg.max_len:
     raise ConfigError(
         f"the longest prompt ({int(lengths.max())} tokens) plus max_new_tokens={max_new_tokens} exceeds "
         f"model.max_len={cfg.max_len}"
     )
+  capacity = total if cache_capacity is None else cache_capacity
+  if cache.eviction == "none" and capacity < total:
+    raise ConfigError(
+        f"cache_capacity={capacity} cannot hold the longest prompt plus max_new_tokens ({total} tokens) "
+        "without eviction"
+    )
+  looped = isinstance(strategy, (beam.Beam, contrastive.Contrastive))
+  if looped and (cache != kv_cache.CacheSpec() or cache_capacity is not None or on_token is not None):
+    raise ConfigError(f"{type(strategy).__name__} keeps a plain cache of its own and streams nothing: "
+                      "cache, cache_capacity and on_token are for the sampling strategies")
+  if max_new_tokens == 0:
+    return _nothing_generated(len(prompts), strategy)
+  if isinstance(strategy, beam.Beam):
+    nbest, log_probs, nbest_lengths, scores = jax.device_get(
+        beam.search(model, strategy, max_new_tokens, eos_id, params, tokens, lengths)
+    )
+    return Generation(nbest[:, 0], log_probs[:, 0], nbest_lengths[:, 0], scores, nbest, nbest_lengths)
+  if isinstance(strategy, contrastive.Contrastive):
+    out = contrastive.search(model, strategy, max_new_tokens, eos_id, params, tokens, lengths)
+    return Generation(*jax.device_get(out))
   rng = jax.random.key(0) if rng is None else rng
-  tokens_out, log_probs, counts = _generate(model, strategy, max_new_tokens, eos_id, params, tokens, lengths, rng)
-  return Generation(*jax.device_get((tokens_out, log_probs, counts)))
+  cache.check(capacity, cfg.head_dim)  # here, before compiling
+  out = _generate(model, strategy, max_new_tokens, eos_id, on_token, cache, capacity, params, tokens, lengths, rng)
+  return Generation(*jax.device_get(out))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _generate(model, strategy, max_new_tokens, eos_id, params, prompts, lengths, rng):
-  batch = prompts.shape[0]
-  cache = decoder_lm.init_cache(model.config, batch, prompts.shape[1] + max_new_tokens)
+def _nothing_generated(batch: int, strategy) -> Generation:
+  """max_new_tokens=0: empty rows (and for beam search, `num_returned` empty hypotheses of score 0) per prompt."""
+  rows = Generation(np.zeros((batch, 0), np.int32), np.zeros((batch, 0), np.float32), np.zeros((batch,), np.int32))
+  if not isinstance(strategy, beam.Beam):
+    return rows
+  n = strategy.num_returned
+  return dataclasses.replace(
+      rows, scores=np.zeros((batch, n), np.float32), nbest_tokens=np.zeros((batch, n, 0), np.int32),
+      nbest_lengths=np.zeros((batch, n), np.int32),
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _generate(model, strategy, max_new_tokens, eos_id, on_token, spec, capacity, params, prompts, lengths, rng):
+  batch, total = prompts.shape[0], prompts.shape[1] + max_new_tokens
+  cache = decoder_lm.init_cache(model.config, batch, capacity, spec)
   step_logits = functools.partial(model.apply, {"params": params}, method=decoder_lm.DecoderLM.tokens_to_logits)
   logits, cache = step_logits(prompts, cache, lengths)
   last = logits[jnp.arange(batch), lengths - 1]  # each row's logits after its own last prompt token
+  history = jnp.zeros((batch, total), jnp.int32).at[:, : prompts.shape[1]].set(prompts)
   fill = 0 if eos_id is None else eos_id
 
   def running(state):
-    step, _, _, _, _, done, _ = state
+    step, _, _, _, _, _, done, _ = state
     return (step < max_new_tokens) & ~jnp.all(done)
 
   def step_once(state):
-    step, last, cache, out, log_probs, done, counts = state
-    token = jnp.where(done, fill, strategy(last, jax.random.fold_in(rng, step)))
+    step, last, cache, history, out, log_probs, done, counts = state
+    seen = History(history, lengths + step)  # row b's tokens so far: its prompt and `step` generated tokens
+    token = jnp.where(done, fill, strategy(last, jax.random.fold_in(rng, step), seen))
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(last), token[:, None], axis=-1)[:, 0]
+    history = history.at[jnp.arange(batch), lengths + step].set(token)
     out = out.at[:, step].set(token)
     log_probs = log_probs.at[:, step].set(jnp.where(done, 0.0, log_prob))
     counts = counts + (~done).astype(jnp.int32)
+    if on_token is not None:
+      jax.debug.callback(on_token, token, done, ordered=True)
     if eos_id is not None:
       done = done | (token == eos_id)
     logits, cache = step_logits(token[:, None], cache)
-    return step + 1, logits[:, 0], cache, out, log_probs, done, counts
+    return step + 1, logits[:, 0], cache, history, out, log_probs, done, counts
 
   state = (
       jnp.int32(0),
       last,
       cache,
+      history,
       jnp.full((batch, max_new_tokens), fill, jnp.int32),
       jnp.zeros((batch, max_new_tokens), jnp.float32),
       jnp.zeros((batch,), jnp.bool_),
       jnp.zeros((batch,), jnp.int32),
   )
-  _, _, _, out, log_probs, _, counts = jax.lax.while_loop(running, step_once, state)
+  _, _, _, _, out, log_probs, _, counts = jax.lax.while_loop(running, step_once, state)
   return out, log_probs, counts

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from decoders.errors import ConfigError
-from decoders.layers import kv_cache
+from decoders.layers import quantization
 from decoders.layers.chunked_attention import chunked_attention
-from decoders.layers.partitioning import EMBED, HEAD_DIM, HEADS, KV_HEADS, with_axes
+from decoders.layers.partitioning import EMBED, HEAD_DIM, HEADS, KV_HEADS
 from decoders.layers.positions import apply_rope
 
 IMPLEMENTATIONS = ("xla", "einsum", "chunked")
@@ -79,27 +79,28 @@ class MultiHeadAttention(nn.Module):
   dtype: Any = jnp.float32
   kernel_init: Any = nn.initializers.normal(stddev=0.02)
   output_init: Any = nn.initializers.normal(stddev=0.02)
+  weights: str = "float"  # one of quantization.WEIGHTS: int8 stores the projections' kernels as int8 + scales
 
   @nn.compact
   def __call__(self, x, mask, *, deterministic: bool, bias=None, positions=None, cache=None):
     """x: [b, length, width]; mask, bias: as `attention`; positions (for RoPE): [b|-, length], default arange.
 
-    With `cache` = (keys, values, starts), this layer's cache [b, capacity, kv_heads, head_dim]
-    and each row's first free slot [b]: the new keys and values are written there, the
-    queries attend over the whole cache (`mask` is then [b|1, 1, length, capacity]), and
-    the result is (output, (keys, values)).
+    With `cache` (a kv_cache.LayerCache: every layer's cache, this layer's index, the new tokens'
+    positions), the queries attend over what the cache keeps and the new keys, the cache masks by
+    the positions it holds (`mask` must be None), and the result is (output, cache updated).
     """
     kv_heads = self.num_kv_heads or self.num_heads
     if kv_heads < 1 or self.num_heads % kv_heads:
       raise ConfigError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads} (0: num_heads)")
 
     def projection(name, heads, heads_axis):
-      return nn.DenseGeneral(
-          features=(heads, self.head_dim),
+      return quantization.dense(
+          self.weights,
+          (heads, self.head_dim),
+          (EMBED, heads_axis, HEAD_DIM),
           use_bias=self.use_bias,
           dtype=self.dtype,
-          kernel_init=with_axes(self.kernel_init, EMBED, heads_axis, HEAD_DIM),
-          bias_init=with_axes(nn.initializers.zeros, heads_axis, HEAD_DIM),
+          kernel_init=self.kernel_init,
           name=name,
       )
 
@@ -111,21 +112,26 @@ class MultiHeadAttention(nn.Module):
       query, key = apply_rope(query, positions, self.rope_base), apply_rope(key, positions, self.rope_base)
     implementation = self.implementation
     if cache is not None:
-      cached_key, cached_value, starts = cache
-      key, value = kv_cache.write(cached_key, key, starts), kv_cache.write(cached_value, value, starts)
+      if mask is not None:
+        raise ConfigError("attention over a key/value cache takes no mask: the cache masks by the positions it holds")
       # A few queries against a long cache: the chunked kernel's blocks are for long query runs.
       implementation = "xla" if implementation == "chunked" else implementation
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
-    out = attention(query, key, value, mask, implementation, dropout_rng, self.dropout_rate, bias)
-    out = nn.DenseGeneral(
-        features=x.shape[-1],
+    kernel = lambda q, k, v, m: attention(q, k, v, m, implementation, dropout_rng, self.dropout_rate, bias)
+    if cache is None:
+      out = kernel(query, key, value, mask)
+    else:
+      out, cache = cache.attend(query, key, value, kernel)
+    out = quantization.dense(
+        self.weights,
+        x.shape[-1],
+        (HEADS, HEAD_DIM, EMBED),
         axis=(-2, -1),
         use_bias=self.use_bias,
         dtype=self.dtype,
-        kernel_init=with_axes(self.output_init, HEADS, HEAD_DIM, EMBED),
-        bias_init=with_axes(nn.initializers.zeros, EMBED),
+        kernel_init=self.output_init,
         name="out",
     )(out)
-    return out if cache is None else (out, (key, value))
+    return out if cache is None else (out, cache)

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from decoders.layers.partitioning import EMBED, MLP, with_axes
+from decoders.layers import quantization
+from decoders.layers.partitioning import EMBED, MLP
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -32,15 +33,12 @@ class FeedForward(nn.Module):
   dtype: Any = jnp.float32
   kernel_init: Any = nn.initializers.normal(stddev=0.02)
   output_init: Any = nn.initializers.normal(stddev=0.02)
+  weights: str = "float"  # one of quantization.WEIGHTS: int8 stores the kernels as int8 + scales
 
   def _widen(self, x: jax.Array, name: str) -> jax.Array:
-    return nn.Dense(
-        self.hidden_dim,
-        use_bias=self.use_bias,
-        dtype=self.dtype,
-        kernel_init=with_axes(self.kernel_init, EMBED, MLP),
-        bias_init=with_axes(nn.initializers.zeros, MLP),
-        name=name,
+    return quantization.dense(
+        self.weights, self.hidden_dim, (EMBED, MLP), use_bias=self.use_bias, dtype=self.dtype,
+        kernel_init=self.kernel_init, name=name,
     )(x)
 
   @nn.compact
@@ -51,11 +49,7 @@ class FeedForward(nn.Module):
     else:
       h = activation(self._widen(x, "wi"))
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
-    return nn.Dense(
-        x.shape[-1],
-        use_bias=self.use_bias,
-        dtype=self.dtype,
-        kernel_init=with_axes(self.output_init, MLP, EMBED),
-        bias_init=with_axes(nn.initializers.zeros, EMBED),
-        name="wo",
+    return quantization.dense(
+        self.weights, x.shape[-1], (MLP, EMBED), use_bias=self.use_bias, dtype=self.dtype,
+        kernel_init=self.output_init, name="wo",
     )(h)

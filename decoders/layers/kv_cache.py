@@ -7,38 +7,227 @@ grouped-query and multi-query attention shrink it (Ainslie et al. 2023; Shazeer 
 
 Each row has its own length: a batch of prompts of different lengths is right-padded,
 prefilled in one call, and each row then writes its next token at its own position.
+
+A `CacheSpec` (static: jit specialises on it) picks how values are stored and which are kept:
+  quantization "none":  the compute dtype, exact.
+               "int8":  per token and KV head, absmax-scaled int8 values in [-127, 127] and a
+                        float32 scale (the int8 KV cache of LLM.int8-style absmax quantisation,
+                        Dettmers et al. 2022, sec. 3.1, at the granularity of KIVI, Liu et al. 2024).
+               "int4":  the same with values in [-7, 7], two per byte: element i of the first half of
+                        the head dim in the low half byte, element i of the second in the high one
+                        (head_dim must be even).
+               Every key and value is read back dequantised, the call's own new ones included.
+  eviction     "none":  slot = position; lowering `lengths` rewinds a row (speculative decoding).
+               "window", "sinks", "h2o": memory bounded by `capacity` whatever the length, at
+                        the price of attention over a subset of the past (kv_eviction.py).
+The whole cache travels through the layers (see `LayerCache`): each layer updates its own
+slice in place, so a decoding step writes one token per layer instead of copying the cache.
 """
+import dataclasses
+import math
+
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from decoders.errors import ConfigError
+from decoders.layers import kv_eviction, masks
+
+QUANTIZATIONS = ("none", "int8", "int4")
+EVICTIONS = ("none", "window", "sinks", "h2o")
+LEVELS = {"int8": 127, "int4": 7}  # the largest quantised magnitude: symmetric, so 0 stays exact
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSpec:
+  """How a cache stores values and which it keeps; its size is `init_cache`'s `capacity` (for "window" the
+  window, for "sinks" sinks + window, for "h2o" the whole budget)."""
+
+  quantization: str = "none"
+  eviction: str = "none"
+  sinks: int = 0  # "sinks": the first positions kept forever (StreamingLLM uses 4)
+  recent: int = 0  # "h2o": the most recent positions always kept; the rest of the budget holds heavy hitters
+
+  def __post_init__(self):
+    if self.quantization not in QUANTIZATIONS:
+      raise ConfigError(f"cache quantization={self.quantization!r} is not one of {QUANTIZATIONS}")
+    if self.eviction not in EVICTIONS:
+      raise ConfigError(f"cache eviction={self.eviction!r} is not one of {EVICTIONS}")
+    if (self.eviction == "sinks") != (self.sinks > 0) or self.sinks < 0:
+      raise ConfigError(f"cache sinks={self.sinks} must be positive with eviction='sinks' and 0 otherwise")
+    if (self.eviction == "h2o") != (self.recent > 0) or self.recent < 0:
+      raise ConfigError(f"cache recent={self.recent} must be positive with eviction='h2o' and 0 otherwise")
+
+  def check(self, capacity: int, head_dim: int):
+    """A ConfigError if a cache of `capacity` slots of `head_dim` values cannot follow this spec."""
+    if capacity < 1:
+      raise ConfigError(f"cache capacity={capacity} must be at least 1")
+    if self.quantization == "int4" and head_dim % 2:
+      raise ConfigError(f"an int4 cache packs two values per byte: head_dim={head_dim} must be even")
+    if self.eviction == "sinks" and capacity <= self.sinks:
+      raise ConfigError(f"cache capacity={capacity} must exceed sinks={self.sinks}: it holds sinks + a recent window")
+    if self.eviction == "h2o" and capacity <= self.recent:
+      raise ConfigError(f"cache capacity={capacity} must exceed recent={self.recent}: the rest holds heavy hitters")
+
+
+def quantize(x: jax.Array, quantization: str) -> tuple[jax.Array, jax.Array]:
+  """x [..., head_dim] -> (values, float32 scale [...]): absmax per vector, int8 or two int4 per uint8."""
+  x = x.astype(jnp.float32)
+  scale = jnp.max(jnp.abs(x), axis=-1) / LEVELS[quantization]
+  levels = jnp.round(x / jnp.where(scale > 0, scale, 1.0)[..., None])
+  if quantization == "int8":
+    return levels.astype(jnp.int8), scale
+  nibbles = (levels + 8).astype(jnp.uint8)  # [1, 15]: offset binary; the low half byte holds the first half
+  half = x.shape[-1] // 2
+  return nibbles[..., :half] | (nibbles[..., half:] << 4), scale
+
+
+def dequantize(values: jax.Array, scale: jax.Array, quantization: str, dtype) -> jax.Array:
+  """The inverse of `quantize`, in `dtype`."""
+  if quantization == "int4":
+    values = jnp.concatenate([values & 15, values >> 4], axis=-1).astype(jnp.int8) - 8
+  return (values.astype(jnp.float32) * scale[..., None]).astype(dtype)
+
 
 @flax.struct.dataclass
 class KVCache:
-  key: jax.Array  # [layers, batch, capacity, kv_heads, head_dim], keys after RoPE
-  value: jax.Array  # [layers, batch, capacity, kv_heads, head_dim]
-  lengths: jax.Array  # [batch] int32: tokens written to each row so far (its next token's position)
+  key: jax.Array  # [layers, batch, capacity, kv_heads, head_dim] keys after RoPE (int8; uint8 [..., head_dim / 2] int4)
+  value: jax.Array  # as key
+  lengths: jax.Array  # [batch] int32: tokens each row has seen (its next token's position)
+  key_scale: jax.Array | None = None  # quantised: [layers, batch, capacity, kv_heads] float32
+  value_scale: jax.Array | None = None
+  # "h2o": the position each slot of each KV head holds (-1: empty), and its accumulated attention.
+  slot_positions: jax.Array | None = None  # [layers, batch, capacity, kv_heads] int32
+  scores: jax.Array | None = None  # [layers, batch, capacity, kv_heads] float32
+  spec: CacheSpec = flax.struct.field(pytree_node=False, default=CacheSpec())
 
   @property
   def capacity(self) -> int:
     return self.key.shape[2]
 
   @classmethod
-  def zeros(cls, num_layers: int, batch: int, capacity: int, kv_heads: int, head_dim: int, dtype=jnp.float32):
-    shape = (num_layers, batch, capacity, kv_heads, head_dim)
-    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+  def zeros(cls, num_layers: int, batch: int, capacity: int, kv_heads: int, head_dim: int, dtype=jnp.float32,
+            spec: CacheSpec = CacheSpec()):
+    spec.check(capacity, head_dim)
+    shape = (num_layers, batch, capacity, kv_heads)
+    fields = {}
+    if spec.quantization == "none":
+      fields["key"] = fields["value"] = jnp.zeros((*shape, head_dim), dtype)
+    else:
+      packed = head_dim // 2 if spec.quantization == "int4" else head_dim
+      storage = jnp.int8 if spec.quantization == "int8" else jnp.uint8
+      fields["key"] = fields["value"] = jnp.zeros((*shape, packed), storage)
+      fields["key_scale"] = fields["value_scale"] = jnp.zeros(shape, jnp.float32)
+    if spec.eviction == "h2o":
+      fields["slot_positions"], fields["scores"] = jnp.full(shape, -1, jnp.int32), jnp.zeros(shape, jnp.float32)
+    return cls(lengths=jnp.zeros((batch,), jnp.int32), spec=spec, **fields)
 
   def nbytes(self) -> int:
-    return self.key.nbytes + self.value.nbytes
+    """Bytes of every array the cache holds: values, scales and bookkeeping (works on abstract shapes too)."""
+    return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(self))
 
   def select_rows(self, rows: jax.Array) -> "KVCache":
     """The cache of rows `rows` [new_batch] (indices into the batch, repeats allowed): beam search
     reorders its hypotheses' caches with it, and expands one prompt's cache to its beams."""
-    return KVCache(jnp.take(self.key, rows, axis=1), jnp.take(self.value, rows, axis=1), self.lengths[rows])
+    per_layer = jax.tree.map(lambda x: jnp.take(x, rows, axis=1), self.replace(lengths=None))
+    return per_layer.replace(lengths=self.lengths[rows])
+
+  def rewind(self, lengths: jax.Array) -> "KVCache":
+    """The cache with rows cut back to `lengths` (no more than they have): entries past a row's length are
+    invisible. Only a cache without eviction can rewind: an evicting one has overwritten what came before."""
+    if self.spec.eviction != "none":
+      raise ConfigError(f"a cache with eviction={self.spec.eviction!r} cannot rewind: it overwrites old positions")
+    return self.replace(lengths=lengths)
+
+  def stored(self, new_key: jax.Array, new_value: jax.Array) -> tuple:
+    """New keys and values [..., kv_heads, head_dim] as the cache stores them, in the layout of `layer_arrays`."""
+    if self.spec.quantization == "none":
+      return (new_key.astype(self.key.dtype), None), (new_value.astype(self.value.dtype), None)
+    return quantize(new_key, self.spec.quantization), quantize(new_value, self.spec.quantization)
+
+  def layer_arrays(self, layer) -> tuple:
+    """((key, key_scale), (value, value_scale)) of one layer, scales None when not quantised."""
+    pick = lambda x: None if x is None else jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
+    return (pick(self.key), pick(self.key_scale)), (pick(self.value), pick(self.value_scale))
+
+  def with_layer_arrays(self, arrays: tuple, layer) -> "KVCache":
+    """The cache with one layer's ((key, key_scale), (value, value_scale)) replaced."""
+    put = lambda full, part: jax.lax.dynamic_update_index_in_dim(full, part, layer, axis=0)
+    (key, key_scale), (value, value_scale) = jax.tree.map(
+        put, ((self.key, self.key_scale), (self.value, self.value_scale)), arrays
+    )
+    return self.replace(key=key, key_scale=key_scale, value=value, value_scale=value_scale)
+
+  def read(self, arrays: tuple, dtype) -> tuple[jax.Array, jax.Array]:
+    """Keys and values in `dtype` from arrays in the layout of `layer_arrays` (or `stored`)."""
+    if self.spec.quantization == "none":
+      return arrays[0][0].astype(dtype), arrays[1][0].astype(dtype)
+    return tuple(dequantize(values, scale, self.spec.quantization, dtype) for values, scale in arrays)
+
+  def write(self, layer, slots: jax.Array, new_key: jax.Array, new_value: jax.Array) -> "KVCache":
+    """New keys and values [batch, t, kv_heads, head_dim] written to `layer` at `slots` [batch, t]; a slot outside
+    [0, capacity) drops its token. A row's in-range slots must differ: a scatter's duplicate winner is undefined."""
+    rows = jnp.arange(slots.shape[0])[:, None]
+    scatter = lambda full, new: full.at[layer, rows, slots].set(new, mode="drop")
+    (key, key_scale), (value, value_scale) = jax.tree.map(
+        scatter, ((self.key, self.key_scale), (self.value, self.value_scale)), self.stored(new_key, new_value)
+    )
+    return self.replace(key=key, key_scale=key_scale, value=value, value_scale=value_scale)
 
 
-def write(cached: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
-  """One layer's cache [batch, capacity, ...] with `new` [batch, t, ...] written at each row's `starts` [batch]."""
-  return jax.vmap(lambda row, update, start: jax.lax.dynamic_update_slice_in_dim(row, update, start, axis=0))(
-      cached, new.astype(cached.dtype), starts
-  )
+@flax.struct.dataclass
+class LayerCache:
+  """The cache as one layer sees it during one call of the model (`DecoderLM.tokens_to_hidden`): every
+  layer's arrays, which layer this is, and the new tokens. The layer updates its slice of the arrays and
+  passes the whole cache on, so no layer's cache is ever sliced out, copied and stacked back."""
+
+  cache: KVCache
+  layer: jax.Array  # int32 []: the layer whose slice is read and written
+  positions: jax.Array  # [batch, t] int32: the new tokens' absolute positions
+  valid_lengths: jax.Array  # [batch] int32: how many of the t new tokens are real (the rest is right padding)
+  window: int = flax.struct.field(pytree_node=False, default=0)  # the model's sliding window (0: none)
+
+  def attend(self, query, key, value, kernel) -> tuple[jax.Array, "LayerCache"]:
+    """The new tokens' attention output [batch, t, heads, head_dim] over what the cache keeps and themselves,
+    and the cache with their keys and values stored. `kernel(query, keys, values, mask)` computes attention;
+    "h2o" needs the attention weights, so it runs its own einsum path instead."""
+    spec, cache = self.cache.spec, self.cache
+    if spec.eviction == "h2o":
+      out, cache = kv_eviction.h2o_attend(self, query, key, value)
+      return out, self.replace(cache=cache)
+    if spec.eviction == "none" or query.shape[1] == 1:
+      # Write first, then read: a token can overwrite only a key that no query of this call may see
+      # (itself at most a window ago), so the call reads the cache in place.
+      cache = cache.write(self.layer, self.slots(), key, value)
+      keys, values = cache.read(cache.layer_arrays(self.layer), query.dtype)
+      key_positions = self.slot_positions(self.new_lengths())
+    else:
+      # A prompt longer than the window needs keys the cache will not keep: attend over the slots as they
+      # were and the new keys (read back through the quantiser like every key), then keep what the policy keeps.
+      old = cache.read(cache.layer_arrays(self.layer), query.dtype)
+      new = cache.read(cache.stored(key, value), query.dtype)
+      keys, values = (jnp.concatenate(pair, axis=1) for pair in zip(old, new))
+      key_positions = jnp.concatenate([self.slot_positions(cache.lengths), self.positions], axis=1)
+      cache = cache.write(self.layer, self.slots(), key, value)
+    mask = masks.combine(
+        masks.cached_causal_mask(self.positions, key_positions, self.window),
+        kv_eviction.kept_by_policy(self.positions, key_positions, spec, cache.capacity),
+    )
+    return kernel(query, keys, values, mask), self.replace(cache=cache)
+
+  def new_lengths(self) -> jax.Array:
+    return self.cache.lengths + self.valid_lengths
+
+  def slots(self) -> jax.Array:
+    """[batch, t] the slot each new token goes to; `capacity` (dropped) for padding and tokens evicted at once."""
+    capacity, spec = self.cache.capacity, self.cache.spec
+    if spec.eviction == "none":
+      kept = self.positions < self.new_lengths()[:, None]
+      return jnp.where(kept, self.positions, capacity)
+    return kv_eviction.ring_slots(self.positions, self.new_lengths(), capacity, spec.sinks)
+
+  def slot_positions(self, lengths: jax.Array) -> jax.Array:
+    """[batch|1, capacity] the position each slot holds once rows have seen `lengths` tokens (-1: none)."""
+    if self.cache.spec.eviction == "none":
+      return jnp.arange(self.cache.capacity)[None]  # stale slots past a row's length lie after its queries
+    return kv_eviction.ring_slot_positions(lengths, self.cache.capacity, self.cache.spec.sinks)

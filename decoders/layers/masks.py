@@ -34,16 +34,17 @@ def sliding_window_mask(length: int, window: int) -> jax.Array:
   return ((j <= i) & (i - j < window))[None, None]
 
 
-def cached_causal_mask(query_positions: jax.Array, capacity: int, window: int = 0) -> jax.Array:
-  """[batch, 1, q, capacity] causal (or sliding-window) mask of new queries over a key/value cache.
+def cached_causal_mask(query_positions: jax.Array, key_positions: jax.Array, window: int = 0) -> jax.Array:
+  """[batch, 1, q, k] causal (or sliding-window) mask of new queries over the keys a cache holds.
 
-  `query_positions` [batch, q] are the queries' absolute positions, which are also the cache
-  slots their keys go to. Key slot j is visible iff j <= position (and position - j < window,
-  if a window is given): slots not written yet lie beyond every query, so they stay hidden.
+  `query_positions` [batch, q] and `key_positions` [batch|1, k] are absolute positions (a cache
+  without eviction: its slot indices); -1 marks an empty slot. Key j is visible to query i iff
+  0 <= position(j) <= position(i) and, with a window, position(i) - position(j) < window (Jiang et
+  al. 2023). A slot past a row's length lies after its queries, so a stale entry stays hidden.
   """
   i = jnp.asarray(query_positions)[:, None, :, None]
-  j = jnp.arange(capacity)[None, None, None, :]
-  visible = j <= i
+  j = jnp.asarray(key_positions)[:, None, None, :]
+  visible = (j >= 0) & (j <= i)
   return visible & (i - j < window) if window else visible
 
 

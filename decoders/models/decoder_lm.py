@@ -23,10 +23,10 @@ import jax.numpy as jnp
 
 from decoders.errors import ConfigError
 from decoders.layers import attention as attention_lib
-from decoders.layers import feed_forward, kv_cache, masks, norms
+from decoders.layers import feed_forward, kv_cache, masks, norms, quantization
 from decoders.layers import positions as positions_lib
 from decoders.layers.embedding import TOKEN_INIT_STDDEV, LearnedPositions, TokenEmbedding
-from decoders.layers.partitioning import EMBED, LAYERS, VOCAB, with_axes
+from decoders.layers.partitioning import EMBED, LAYERS, VOCAB
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORM_POSITIONS = ("pre", "post")
@@ -85,6 +85,11 @@ class DecoderLMConfig:
   # so the vocabulary splits evenly over a tensor-parallel mesh axis (and aligns with
   # hardware tiles); the padded logits are masked, so no padded id is ever predicted.
   vocab_multiple: int = 1
+  # One of quantization.WEIGHTS, a decoding choice: "int8" stores every matmul kernel (attention and
+  # feed-forward projections, the output layer or tied embedding table) as int8 values with a float32
+  # scale per output channel, so a batch-1 decoding step reads a quarter of float32's bytes. The
+  # parameters come from quantization.quantize_params; int8 values have no gradient to train.
+  weights: str = "float"
 
   def __post_init__(self):
     for field in ("vocab_size", "num_layers", "width", "num_heads", "mlp_dim", "max_len", "vocab_multiple"):
@@ -115,6 +120,7 @@ class DecoderLMConfig:
         "attention": attention_lib.IMPLEMENTATIONS,
         "dtype": tuple(DTYPES),
         "remat": REMATS,
+        "weights": quantization.WEIGHTS,
     }
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
@@ -212,7 +218,7 @@ class DecoderBlock(nn.Module):
   config: DecoderLMConfig
 
   # `deterministic` may be passed by position: nn.remat can only hold a positional argument static.
-  # With `cache` (this layer's keys, values and each row's first free slot) it returns (x, (keys, values)).
+  # With `cache` (a kv_cache.LayerCache naming this layer) it returns (x, the cache updated).
   @nn.compact
   def __call__(self, x, mask, positions, deterministic: bool, cache=None):
     cfg = self.config
@@ -227,6 +233,7 @@ class DecoderBlock(nn.Module):
         use_bias=cfg.use_bias,
         dtype=dtype,
         output_init=residual_init,
+        weights=cfg.weights,
         name="attention",
     )
     ffn = feed_forward.FeedForward(
@@ -235,6 +242,7 @@ class DecoderBlock(nn.Module):
         use_bias=cfg.use_bias,
         dtype=dtype,
         output_init=residual_init,
+        weights=cfg.weights,
         name="ffn",
     )
     new_cache = None
@@ -261,9 +269,11 @@ def _scan_step(block: nn.Module, x, mask, positions, deterministic: bool):
   return block(x, mask, positions, deterministic), None
 
 
-def _cached_scan_step(block: nn.Module, x, mask, positions, deterministic: bool, layer_cache, starts):
-  """As `_scan_step`, with this layer's (keys, values) scanned in and its updated ones scanned out."""
-  return block(x, mask, positions, deterministic, (*layer_cache, starts))
+def _cached_scan_step(block: nn.Module, carry, mask, positions, deterministic: bool, layer):
+  """As `_scan_step`, carrying the whole key/value cache beside x: layer `layer` updates its slice in place.
+  Scanning per-layer caches in and out instead would copy all of it at every decoding step."""
+  x, cache = carry
+  return block(x, mask, positions, deterministic, cache.replace(layer=layer)), None
 
 
 class BlockStack(nn.Module):
@@ -280,7 +290,7 @@ class BlockStack(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, positions, *, deterministic: bool, cache=None):
-    """x after every block; with `cache` = (keys, values, starts) over all layers, (x, (keys, values))."""
+    """x after every block; with `cache` (a kv_cache.LayerCache over all layers), (x, the cache updated)."""
     cfg = self.config
     block = DecoderBlock
     if cfg.remat != "none":
@@ -295,12 +305,9 @@ class BlockStack(nn.Module):
         for i in range(cfg.num_layers):
           x = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic)
         return x
-      keys, values, starts = cache
-      updated = []
       for i in range(cfg.num_layers):
-        x, layer_cache = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic, (keys[i], values[i], starts))
-        updated.append(layer_cache)
-      return x, tuple(jnp.stack(parts) for parts in zip(*updated))
+        x, cache = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic, cache.replace(layer=i))
+      return x, cache
     # mask, positions, deterministic (and each row's cache start) are the same for every layer.
     broadcast = (nn.broadcast, nn.broadcast, nn.broadcast)
     scan = functools.partial(
@@ -313,9 +320,10 @@ class BlockStack(nn.Module):
     if cache is None:
       x, _ = scan(_scan_step, in_axes=broadcast)(block(cfg, name=SCANNED_LAYERS), x, mask, positions, deterministic)
       return x
-    keys, values, starts = cache
-    cached_scan = scan(_cached_scan_step, in_axes=(*broadcast, 0, nn.broadcast))
-    return cached_scan(block(cfg, name=SCANNED_LAYERS), x, mask, positions, deterministic, (keys, values), starts)
+    cached_scan = scan(_cached_scan_step, in_axes=(*broadcast, 0))
+    layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+    (x, cache), _ = cached_scan(block(cfg, name=SCANNED_LAYERS), (x, cache), mask, positions, deterministic, layers)
+    return x, cache
 
 
 def stack_layers(params: dict) -> dict:
@@ -349,10 +357,13 @@ def add_positions(x: jax.Array, positions: jax.Array, config: DecoderLMConfig, l
   return x
 
 
-def init_cache(config: DecoderLMConfig, batch: int, capacity: int) -> kv_cache.KVCache:
-  """An empty cache for `batch` rows of up to `capacity` tokens, in the compute dtype, sized by the KV heads."""
+def init_cache(
+    config: DecoderLMConfig, batch: int, capacity: int, spec: kv_cache.CacheSpec = kv_cache.CacheSpec()
+) -> kv_cache.KVCache:
+  """An empty cache of `capacity` slots for `batch` rows, sized by the KV heads, stored and evicting as `spec`
+  says (by default: the compute dtype, slot = position, so it holds up to `capacity` tokens)."""
   return kv_cache.KVCache.zeros(
-      config.num_layers, batch, capacity, config.kv_heads, config.head_dim, DTYPES[config.dtype]
+      config.num_layers, batch, capacity, config.kv_heads, config.head_dim, DTYPES[config.dtype], spec
   )
 
 
@@ -376,7 +387,10 @@ class DecoderLM(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = DTYPES[cfg.dtype]
-    self.embed = TokenEmbedding(cfg.padded_vocab_size, cfg.width, dtype=dtype)
+    # An untied table is only looked up (one row per token), so only a tied one is quantised.
+    self.embed = TokenEmbedding(
+        cfg.padded_vocab_size, cfg.width, dtype=dtype, weights=cfg.weights if cfg.tie_embeddings else "float"
+    )
     if cfg.positions == "learned":
       self.learned_positions = LearnedPositions(cfg.max_len, cfg.width, dtype=dtype, name="positions")
     self.embed_dropout = nn.Dropout(cfg.dropout_rate)
@@ -387,14 +401,15 @@ class DecoderLM(nn.Module):
     if cfg.norm_position == "pre":  # a post-norm stack already ends in a norm
       self.final_norm = norms.make_norm(cfg.norm, "final_norm", dtype, cfg.norm_epsilon)
     if not cfg.tie_embeddings:
-      self.unembed = nn.Dense(
+      self.unembed = quantization.dense(
+          cfg.weights,
           cfg.padded_vocab_size,
+          (EMBED, VOCAB),
           use_bias=False,
           dtype=dtype,
-          # Compute-dtype inputs, float32 products: the logits are never rounded to bfloat16.
-          dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32),
-          kernel_init=with_axes(nn.initializers.lecun_normal(), EMBED, VOCAB),  # flax's default init, with axis names
+          kernel_init=nn.initializers.lecun_normal(),  # flax's default init
           name="unembed",
+          float32_output=True,  # compute-dtype inputs, float32 products: logits are never rounded to bfloat16
       )
 
   def __call__(
@@ -445,7 +460,8 @@ class DecoderLM(nn.Module):
     The decoding seam: a prefill passes the (right-padded) prompts with their `valid_lengths`
     [batch], then each step passes one token per row. Row b's tokens sit at positions
     cache.lengths[b], ... and see every cached position before them (or the last
-    `sliding_window`); the cache then counts `valid_lengths` more tokens (default t).
+    `sliding_window`, or what an evicting cache keeps: kv_cache.CacheSpec); the cache then
+    counts `valid_lengths` more tokens (default t).
     """
     hidden, cache = self.tokens_to_hidden(tokens, cache, valid_lengths)
     return self.unembed_hidden(hidden), cache
@@ -455,15 +471,20 @@ class DecoderLM(nn.Module):
   ) -> tuple[jax.Array, kv_cache.KVCache]:
     """As `tokens_to_logits`, but the final hidden states [batch, t, width] (`final_hidden`) instead of
     logits: contrastive search compares them, and `unembed_hidden` turns them into logits."""
-    cfg = self.config
+    cfg, length = self.config, tokens.shape[-1]
     if cache.capacity > cfg.max_len:
       raise ConfigError(f"a cache of {cache.capacity} positions exceeds model.max_len={cfg.max_len}")
-    positions = cache.lengths[:, None] + jnp.arange(tokens.shape[-1])[None]
+    if cache.spec.eviction == "none" and length > cache.capacity:
+      raise ConfigError(f"{length} tokens do not fit a cache of capacity {cache.capacity} that does not evict")
+    # An evicting cache holds positions past its capacity; they must stay below model.max_len (a learned
+    # table has no row there: jnp.take then gives NaN, so the logits show it).
+    positions = cache.lengths[:, None] + jnp.arange(length)[None]
     x = self.embed_inputs(tokens, positions)
-    mask = masks.cached_causal_mask(positions, cache.capacity, cfg.sliding_window)
-    x, (keys, values) = self.blocks(x, mask, positions, deterministic=True, cache=(cache.key, cache.value, cache.lengths))
-    added = tokens.shape[-1] if valid_lengths is None else valid_lengths
-    return self.final_hidden(x), kv_cache.KVCache(keys, values, cache.lengths + added)
+    added = jnp.full_like(cache.lengths, length) if valid_lengths is None else jnp.asarray(valid_lengths, jnp.int32)
+    layer_cache = kv_cache.LayerCache(cache, jnp.int32(0), positions, added, window=cfg.sliding_window)
+    x, layer_cache = self.blocks(x, None, positions, deterministic=True, cache=layer_cache)
+    cache = layer_cache.cache
+    return self.final_hidden(x), cache.replace(lengths=cache.lengths + added)
 
   def next_token_logits(self, window: jax.Array, length: jax.Array) -> jax.Array:
     """Logits [batch, vocab] for the token after the first `length` tokens of `window`.

@@ -128,7 +128,12 @@ class Task(abc.ABC):
     """The parameters `config.init_from` names, in this task's layout (experiments/pretrained.py)."""
     raise ConfigError(f"init_from={init_from!r}: task {self.config.task!r} cannot start from pretrained weights")
 
-  def sample(self, params: Params, rng: jax.Array) -> str | None:
-    """What the model generates, for a person to read at the end of a run; None if nothing."""
-    del params, rng
+  def sample(
+      self, params: Params, rng: jax.Array, prompts: Sequence[str] | None = None,
+      stream: Callable[[str], None] | None = None,
+  ) -> str | None:
+    """What the model generates from `prompts` (default: the config's sample.prompt), for a person to
+    read at the end of a run or in --mode=sample; None if the task generates nothing. A task that can
+    passes the text to `stream` piece by piece as it is made (and still returns it whole)."""
+    del params, rng, prompts, stream
     return None

@@ -5,6 +5,7 @@ tokenizer that came with the pretrained weights of `init_from`. Losses are repor
 per token and per character, so models with different tokenizers compare.
 """
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,7 @@ class LanguageModelTask(Task):
     check_stack_divisible(model, mesh_shape, vocab_given=bool(config.model.get("vocab_size")))
     if config.data.tokenizer == "init_from" and not config.init_from:
       raise ConfigError("data.tokenizer='init_from' needs init_from (the weights whose tokenizer to use)")
+    text_sampling.check(config.sample)
     prompt = config.sample.prompt
     if not prompt:
       raise ConfigError("sample.prompt='' is empty: a sample needs at least one token to start from")
@@ -97,18 +99,17 @@ class LanguageModelTask(Task):
         raise ConfigError(f"data.tokenizer='init_from': init_from={config.init_from!r} comes with no tokenizer")
     else:
       self.tokenizer = pipeline.CharTokenizer.from_text(self.train_text + self.validation_text)
-      check_prompt_characters(config.sample.prompt, self.tokenizer.vocabulary, data.name)
     shortest = min(len(self.train_text), len(self.validation_text))
     if data.context_length >= shortest:
       raise ConfigError(f"data.context_length={data.context_length} leaves no window in a split of {shortest} characters")
-    prompt_tokens = len(self._prompt())
+    self.model_config = model_config(config, self.tokenizer.vocab_size)
+    prompt_tokens = len(self._prompt(config.sample.prompt))
     if prompt_tokens > data.context_length:
       raise ConfigError(
           f"sample.prompt={show(config.sample.prompt)} is {prompt_tokens} tokens; "
           f"data.context_length={data.context_length} is the most the model sees"
       )
     self.character_counts = self.tokenizer.character_counts()
-    self.model_config = model_config(config, self.tokenizer.vocab_size)
     self.model = decoder_lm.DecoderLM(self.model_config)
 
   def init_params(self, rng):
@@ -186,27 +187,30 @@ class LanguageModelTask(Task):
   def _encode(self, text: str) -> np.ndarray:
     return np.asarray(self.tokenizer.encode(text), np.int32)
 
-  def _prompt(self) -> np.ndarray:
-    """sample.prompt as tokens; with sample.chat, as a user's message in the tokenizer's chat template."""
-    prompt = self.config.sample.prompt
+  def _prompt(self, prompt: str) -> np.ndarray:
+    """A prompt as tokens; with sample.chat, as a user's message in the tokenizer's chat template."""
+    if not prompt:
+      raise ConfigError("an empty prompt: a sample needs at least one token to start from")
+    if self.config.data.tokenizer == "char":
+      check_prompt_characters(prompt, self.tokenizer.vocabulary, self.config.data.name)
     if self.config.sample.chat:
       if not hasattr(self.tokenizer, "apply_chat_template"):
         raise ConfigError("sample.chat=True needs a tokenizer with a chat template (data.tokenizer='init_from')")
       prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-    return self._encode(prompt)
+    tokens = self._encode(prompt)
+    if len(tokens) > self.model_config.max_len:
+      raise ConfigError(f"a prompt of {len(tokens)} tokens exceeds model.max_len={self.model_config.max_len}")
+    return tokens
 
-  def sample(self, params, rng):
-    cfg = self.config.sample
-    prompt = self._prompt()
-    tokens = _generate(
-        self.model, params, jnp.asarray(prompt)[None], cfg.num_tokens, cfg.temperature, rng,
-        self.config.data.context_length, self.tokenizer.vocab_size,
-    )
-    tokens = list(np.asarray(tokens[0]))
-    end = getattr(self.tokenizer, "eos_id", None)
-    if end in tokens[len(prompt) :]:  # a subword model ends its answer; what follows is noise
-      tokens = tokens[: tokens.index(end, len(prompt)) + 1]
-    return self.tokenizer.decode(tokens)
+  def sample(self, params, rng, prompts=None, stream=None):
+    """Each prompt (default: sample.prompt) and its continuation, as the `sample` section says;
+    the speed of the generation goes to stderr."""
+    encoded = [self._prompt(prompt) for prompt in (prompts or [self.config.sample.prompt])]
+    out = text_sampling.generate_texts(self.model, params, self.tokenizer, encoded, self.config.sample, rng, stream)
+    if out.streamed:
+      stream("\n")
+    print(out.speed(), file=sys.stderr, flush=True)
+    return "\n\n".join(out.texts)
 
 
 def model_config(config, data_vocab_size: int) -> decoder_lm.DecoderLMConfig:

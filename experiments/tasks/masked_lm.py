@@ -202,9 +202,11 @@ class MaskedLMTask(Task):
   def model_flops_per_step(self):
     return self.model_config.flops_per_token(self.config.data.context_length) * self.units_per_step()
 
-  def sample(self, params, rng):
+  def sample(self, params, rng, prompts=None, stream=None):
     """The prompt with each [MASK] replaced by the most likely character (one forward pass; nothing is drawn)."""
-    del rng
+    del rng, stream
+    if prompts is not None and list(prompts) != [self.config.sample.prompt]:
+      raise ConfigError(f"task {self.config.task!r} fills in one prompt, sample.prompt (--prompt), not several")
     prompt = self.config.sample.prompt
     tokens = self.tokenizer.encode(prompt)
     logits = jax.jit(self.model.apply)({"params": params}, jnp.asarray(tokens)[None])[0]

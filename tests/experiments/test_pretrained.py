@@ -94,9 +94,13 @@ def run_smollm2(*flags):
 
 def test_smollm2_knows_the_capital_of_france(data_dir):
   """The issue's command, at the test variant's short window: greedy, from the GGUF weights as released."""
-  result = run_smollm2("--mode=sample", "--prompt=The capital of France is", f"--config.data.data_dir={data_dir}")
+  result = run_smollm2(
+      "--mode=sample", "--prompt=The capital of France is", "--prompt=The capital of Italy is", f"--config.data.data_dir={data_dir}"
+  )
   assert result.returncode == 0, result.stderr
-  assert "The capital of France is Paris" in result.stdout  # the prompt, then a continuation beginning " Paris"
+  # Two prompts in one batch: each, then a continuation beginning with its capital.
+  assert "The capital of France is Paris" in result.stdout and "The capital of Italy is Rome" in result.stdout
+  assert "tokens/s" in result.stderr
 
 
 def test_smollm2_tokenizer_round_trips_text():

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from decoders.decoding import generate, strategies
+from decoders.decoding import Beam, Contrastive, generate, strategies
 from decoders.decoding import generation as generation_lib
 from decoders.errors import ConfigError
+from decoders.layers.kv_cache import CacheSpec
 from decoders.models import decoder_lm
 
 VOCAB = 37
@@ -131,3 +132,57 @@ def test_sampling_with_top_k_1_is_greedy_and_top_p_keeps_to_the_nucleus():
 def test_a_sampling_setting_that_cannot_work_is_named_when_the_strategy_is_made(settings, match):
   with pytest.raises(ConfigError, match=match):
     strategies.Sample(**settings)
+
+
+@pytest.mark.parametrize("strategy", [strategies.Greedy(no_repeat_ngram=2), Beam(2), Contrastive(3, 0.5)])
+def test_every_strategy_gets_the_same_input_checks_and_an_empty_generation(strategy):
+  model, params = tiny("gpt2")
+  with pytest.raises(ConfigError, match="exceeds model.max_len=32"):
+    generate(model, params, [[1] * 30], strategy=strategy, max_new_tokens=4)
+  with pytest.raises(ConfigError, match="prompt 1 is empty"):
+    generate(model, params, [[1], []], strategy=strategy, max_new_tokens=4)
+  out = generate(model, params, [[1, 2], [3]], strategy=strategy, max_new_tokens=0)
+  assert out.rows() == [[], []] and out.tokens.shape == (2, 0)
+  if isinstance(strategy, Beam):
+    assert out.nbest() == [[([], 0.0)], [([], 0.0)]]
+  else:
+    with pytest.raises(ConfigError, match="nbest\\(\\) needs beam search"):
+      out.nbest()
+
+
+def test_a_ring_of_the_window_generates_what_the_full_cache_does():
+  # Mistral's window is 5: a 5-slot ring holds every key any query may see, whatever the length.
+  model, params = tiny("mistral")
+  prompts = [[5, 9, 2, 11, 3, 8, 1], [7]]
+  full = generate(model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=16)
+  ring = generate(
+      model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=16, cache=CacheSpec(eviction="window"),
+      cache_capacity=5,
+  )
+  assert ring.rows() == full.rows()
+  np.testing.assert_allclose(ring.log_probs, full.log_probs, rtol=1e-4, atol=1e-4)  # sums in another order
+
+
+def test_every_step_is_streamed_to_the_host_in_order():
+  model, params = tiny("llama")
+  steps = []
+  out = generate(
+      model, params, [[5, 9], [7]], strategy=strategies.Greedy(), max_new_tokens=6, eos_id=4,
+      on_token=lambda tokens, ended: steps.append((np.asarray(tokens).copy(), np.asarray(ended).copy())),
+  )
+  assert len(steps) == out.tokens.shape[1] or not np.all(steps[-1][1] | (steps[-1][0] == 4))
+  np.testing.assert_array_equal(np.stack([tokens for tokens, _ in steps], axis=1), out.tokens[:, : len(steps)])
+  ended = np.stack([e for _, e in steps], axis=1)  # a row has ended from the step after its EOS
+  np.testing.assert_array_equal(ended.sum(axis=1), len(steps) - out.num_generated)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(cache_capacity=4), "cache_capacity=4 cannot hold the longest prompt plus max_new_tokens \\(6 tokens\\)"),
+    (dict(cache=CacheSpec(quantization="int4"), strategy=Beam(2)), "Beam keeps a plain cache of its own"),
+    (dict(cache=CacheSpec(eviction="sinks", sinks=4), cache_capacity=4), "capacity=4 must exceed sinks=4"),
+])
+def test_a_cache_that_cannot_serve_is_named_before_compiling(options, match):
+  model, params = tiny("llama")
+  options = {"strategy": strategies.Greedy(), **options}
+  with pytest.raises(ConfigError, match=match):
+    generate(model, params, [[1, 2]], max_new_tokens=4, **options)
