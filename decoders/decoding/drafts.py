@@ -53,7 +53,7 @@ class ModelDraft:
   def propose(self, params, cache, sequence, length, gamma, pick, rng):
     rows = jnp.arange(sequence.shape[0])
     start = jnp.maximum(length - 2, 0)  # a one-token row feeds its token and a stale slot its first draft overwrites
-    cache = dataclasses.replace(cache, lengths=start)
+    cache = cache.rewind(start)
     last_two = jnp.take_along_axis(sequence, start[:, None] + jnp.arange(2), axis=1)
     logits, cache = self._logits(params, last_two, cache, length - start)
     keys = jax.random.split(rng, gamma)

@@ -192,7 +192,7 @@ def _speculate(target, draft, strategy, gamma, max_new_tokens, target_params, dr
     draft_rng, verify_rng = jax.random.split(jax.random.fold_in(rng, step))
     drafted, q, draft_state = draft.propose(draft_params, draft_state, sequence, length, gamma, pick, draft_rng)
     last = jnp.take_along_axis(sequence, (length - 1)[:, None], axis=1)
-    cache = dataclasses.replace(cache, lengths=length - 1)  # rewind: drop whatever was rejected
+    cache = cache.rewind(length - 1)  # drop whatever was rejected
     logits, cache = target_logits(jnp.concatenate([last, drafted], axis=1), cache)
     taken, token = _verify(strategy, drafted, q, logits[..., :vocab], verify_rng)
     new = jnp.where(offsets == taken[:, None], token[:, None], jnp.pad(drafted, ((0, 0), (0, 1))))

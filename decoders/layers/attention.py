@@ -128,7 +128,7 @@ class MultiHeadAttention(nn.Module):
         self.weights,
         x.shape[-1],
         (HEADS, HEAD_DIM, EMBED),
-        axis=(-2, -1),
+        num_inputs=2,
         use_bias=self.use_bias,
         dtype=self.dtype,
         kernel_init=self.output_init,

@@ -7,14 +7,18 @@ Jacob et al. 2018 sec. 2.1 with a zero point of 0; vector-wise, Dettmers et al. 
 
     s_j = max_i |W_ij| / 127,     q_ij = round(W_ij / s_j),     |W_ij - q_ij s_j| <= s_j / 2
 
-Activations stay float (weight-only, not W8A8): the scale is per output channel, so it factors
-out of the sum and the kernel is dequantised inside the matmul, y_j = s_j sum_i x_i q_ij.
+Activations stay float (weight-only; W8A8, which also rounds the activations to int8 per token,
+is a different method that adds the activations' rounding error for an int8 x int8 product that
+XLA:CPU runs no faster, because it widens both operands to int32 first). The scale is per output
+channel, so it factors out of the sum: y_j = s_j sum_i x_i q_ij, and the kernel is dequantised
+inside the matmul (`int8_matmul`).
+
 A tied embedding table [vocab, width] gets one scale per vocabulary row: its lookup reads a row
-and the row's scale, its `attend` (the output layer) has the rows as output channels.
+and that row's scale, and its `attend` (the output layer) has the rows as output channels.
 Norm scales, biases and learned position tables stay float.
 """
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -25,85 +29,57 @@ from decoders.layers.partitioning import with_axes
 
 WEIGHTS = ("float", "int8")
 INT8_MAX = 127
-_VARIANT = "convert"  # benchmark hook (removed before commit)
+# The most bytes of one dequantised block of a kernel (`int8_matmul`): it stays in a core's L2 cache.
+BLOCK_BYTES = 1 << 20
 
 
-def quantize(kernel: jax.Array, contracting: Sequence[int]) -> tuple[jax.Array, jax.Array]:
-  """(int8 values, float32 scales) of `kernel`, one scale per index of the axes not in `contracting`.
+def quantize(kernel: jax.Array, contracting: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """(int8 values, float32 scales) of `kernel`: one scale per index of the axes not in `contracting`.
 
   An all-zero channel gets the scale 0 and the values 0, which dequantise to it exactly.
   """
   kernel = jnp.asarray(kernel, jnp.float32)
-  scale = jnp.max(jnp.abs(kernel), axis=tuple(contracting), keepdims=True) / INT8_MAX
-  values = jnp.round(kernel / jnp.where(scale > 0, scale, 1.0))
-  return jnp.clip(values, -INT8_MAX, INT8_MAX).astype(jnp.int8), jnp.squeeze(scale, tuple(contracting))
+  scale = jnp.max(jnp.abs(kernel), axis=contracting, keepdims=True) / INT8_MAX
+  values = jnp.clip(jnp.round(kernel / jnp.where(scale > 0, scale, 1.0)), -INT8_MAX, INT8_MAX)
+  return values.astype(jnp.int8), jnp.squeeze(scale, contracting)
 
 
-CHUNK_BYTES = 1 << 20
-CHUNK_ALIGN = 128
+def int8_matmul(x, values, scale, dtype, output_dtype=None, transposed: bool = False) -> jax.Array:
+  """x [..., k] times the kernel `values` [k, n] (int8; [n, k] if `transposed`) times `scale` [n]: [..., n].
 
-
-def _dot(x, values, dtype, output_dtype, transposed):
-  contract = ((x.ndim - 1,), (1 if transposed else 0,))
-  if _VARIANT in ("barrier", "chunkedb"):
-    x, values = jax.lax.optimization_barrier((x, values))
-  if _VARIANT == "mixed":
-    return jax.lax.dot_general(x.astype(dtype), values, (contract, ((), ())), preferred_element_type=output_dtype)
-  return jax.lax.dot_general(x.astype(dtype), values.astype(dtype), (contract, ((), ())), preferred_element_type=output_dtype)
-
-
-def int8_matmul(x, values, scale, dtype, output_dtype=None, transposed=False):
-  """x [..., k] times the int8 kernel `values` [k, n] ([n, k] if `transposed`) times `scale` [n]: [..., n]."""
+  Computed as (x @ values.astype(dtype)) * scale in blocks of output channels, each converted
+  and multiplied inside one loop. XLA:CPU does not fuse an int8 -> float convert into its dot:
+  a whole-kernel `astype` writes a float32 copy of the kernel (4x the int8 bytes), and since
+  it does not depend on the activations, the scheduler converts every layer's kernels up front
+  (513 MiB of temporaries for SmolLM2-135M, refaulted page by page each step). A block of at
+  most BLOCK_BYTES stays in cache, and a loop over blocks keeps each conversion next to its use.
+  On GPU and TPU XLA fuses the convert into the matmul itself, so the blocks only serialise
+  it: there a single block (a BLOCK_BYTES as large as the kernel) would do.
+  """
   output_dtype = output_dtype or dtype
-  n_axis = 0 if transposed else 1
-  n, k = values.shape[n_axis], values.shape[1 - n_axis]
-  if _VARIANT in ("convert", "mixed", "barrier"):
-    y = _dot(x, values, dtype, output_dtype, transposed)
-  elif _VARIANT == "loop":
-    blocks = max(2, -(-n * k * 4 // CHUNK_BYTES))
-    block = -(-n // blocks)
+  channel_axis = 0 if transposed else 1
+  n, k = values.shape[channel_axis], values.shape[1 - channel_axis]
+  dimension_numbers = (((x.ndim - 1,), (1 - channel_axis,)), ((), ()))
+  # At least two blocks: XLA removes a one-trip loop, and the conversion would float up front again.
+  num_blocks = max(2, -(-n * k * jnp.dtype(dtype).itemsize // BLOCK_BYTES))
+  block = -(-n // num_blocks)
 
-    def one(i, y):
-      start = jnp.minimum(i * block, n - block)
-      part = _dot(x, jax.lax.dynamic_slice_in_dim(values, start, block, n_axis), dtype, output_dtype, transposed)
-      return jax.lax.dynamic_update_slice_in_dim(y, part, start, axis=-1)
+  def multiply_block(i, y):
+    start = jnp.minimum(i * block, n - block)  # the last block may overlap the one before; both write the same values
+    part = jax.lax.dynamic_slice_in_dim(values, start, block, channel_axis).astype(dtype)
+    product = jax.lax.dot_general(x.astype(dtype), part, dimension_numbers, preferred_element_type=output_dtype)
+    return jax.lax.dynamic_update_slice_in_dim(y, product, start, axis=-1)
 
-    y = jax.lax.fori_loop(0, blocks, one, jnp.zeros((*x.shape[:-1], n), output_dtype))
-  else:
-    block = max(CHUNK_ALIGN, CHUNK_BYTES // (k * 4) // CHUNK_ALIGN * CHUNK_ALIGN)
-    blocks = n // block
-    parts = []
-    if blocks > 1:
-      def one(i):
-        return _dot(x, jax.lax.dynamic_slice_in_dim(values, i * block, block, n_axis), dtype, output_dtype, transposed)
-      mapped = jax.lax.map(one, jnp.arange(blocks))
-      parts.append(jnp.moveaxis(mapped, 0, -2).reshape(*x.shape[:-1], blocks * block))
-      start = blocks * block
-    else:
-      start = 0
-    if start < n:
-      parts.append(_dot(x, jax.lax.slice_in_dim(values, start, n, axis=n_axis), dtype, output_dtype, transposed))
-    y = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+  y = jax.lax.fori_loop(0, num_blocks, multiply_block, jnp.zeros((*x.shape[:-1], n), output_dtype))
   return (y.astype(jnp.float32) * scale).astype(output_dtype)
 
 
-def int8_dot(x, values, scale, axes, dtype, output_dtype=None):
-  """Int8DenseGeneral's product: x's contracting `axes[0]` (trailing) against the kernel's leading ones."""
-  x_axes, k_axes = axes
-  k = 1
-  for a in k_axes:
-    k *= values.shape[a]
-  out_shape = values.shape[len(k_axes):]
-  x2 = x.reshape(*x.shape[: x.ndim - len(x_axes)], k)
-  y = int8_matmul(x2, values.reshape(k, -1), scale.reshape(-1), dtype, output_dtype)
-  return y.reshape(*y.shape[:-1], *out_shape)
-
-
 def declare(module: nn.Module, names: tuple[str, str], init: Callable, shape, axes, contracting) -> tuple[jax.Array, jax.Array]:
-  """Declares `module`'s int8 values and float32 scales (`names`) for a kernel of `shape` whose float version `init` draws.
+  """`module`'s int8 values and float32 scales, parameters `names`, of a kernel of `shape` whose float version `init` draws.
 
-  At initialisation one float kernel is drawn and quantised, so the values and scales belong
-  together; `axes` are the kernel's logical axis names, the scales take those of its output axes.
+  At initialisation one float kernel is drawn and quantised, so values and scales belong
+  together. `axes` are the kernel's logical axis names; the scales carry those of its output
+  axes (all but `contracting`), so a sharded run splits them like the kernel.
   """
   initial = (None, None)
   if module.is_initializing():
@@ -115,14 +91,14 @@ def declare(module: nn.Module, names: tuple[str, str], init: Callable, shape, ax
 
 
 class Int8DenseGeneral(nn.Module):
-  """nn.DenseGeneral with an int8 `kernel` and a float32 `scale` per output feature (the `features` axes).
+  """nn.DenseGeneral over the input's trailing `num_inputs` axes with an int8 `kernel` and a float32 `scale` per feature.
 
-  `axis` are the input's contracted axes; the kernel's shape is theirs followed by `features`.
+  The kernel's shape is the contracted axes' followed by `features`, as nn.DenseGeneral's.
   """
 
-  features: int | tuple[int, ...]
+  features: tuple[int, ...]
   kernel_axes: tuple[str | None, ...]
-  axis: int | tuple[int, ...] = -1
+  num_inputs: int = 1
   use_bias: bool = True
   dtype: Any = jnp.float32
   output_dtype: Any = None  # the compute dtype if None
@@ -130,15 +106,15 @@ class Int8DenseGeneral(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
-    axis = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
-    axis = tuple(a % x.ndim for a in axis)
-    contracting = tuple(range(len(axis)))
-    shape = tuple(x.shape[a] for a in axis) + features
+    inputs = x.shape[x.ndim - self.num_inputs :]
+    contracting = tuple(range(self.num_inputs))
+    shape = inputs + self.features
     values, scale = declare(self, ("kernel", "scale"), self.kernel_init, shape, self.kernel_axes, contracting)
-    y = int8_dot(x, values, scale, (axis, contracting), self.dtype, self.output_dtype)
+    flat = x.reshape(*x.shape[: x.ndim - self.num_inputs], -1)
+    y = int8_matmul(flat, values.reshape(flat.shape[-1], -1), scale.reshape(-1), self.dtype, self.output_dtype)
+    y = y.reshape(*y.shape[:-1], *self.features)
     if self.use_bias:
-      bias = self.param("bias", with_axes(nn.initializers.zeros, *self.kernel_axes[len(axis):]), features, jnp.float32)
+      bias = self.param("bias", with_axes(nn.initializers.zeros, *self.kernel_axes[self.num_inputs :]), self.features)
       y = y + bias.astype(y.dtype)
     return y
 
@@ -148,34 +124,64 @@ def dense(
     features: int | tuple[int, ...],
     kernel_axes: tuple[str | None, ...],
     *,
-    axis: int | tuple[int, ...] = -1,
+    num_inputs: int = 1,
     use_bias: bool,
     dtype: Any,
     kernel_init: Callable,
     name: str,
     float32_output: bool = False,
 ) -> nn.Module:
-  """A dense layer whose kernel has logical `kernel_axes`: nn.DenseGeneral for float weights, Int8DenseGeneral for int8.
+  """A dense layer over the input's trailing `num_inputs` axes whose kernel has the logical names `kernel_axes`.
 
-  Both name their parameters alike (kernel, bias; int8 adds scale). `float32_output` makes the
-  products float32 whatever the compute dtype (logits are never rounded to bfloat16).
+  nn.DenseGeneral for float `weights`, Int8DenseGeneral for int8: both name their parameters
+  kernel and bias (int8 adds scale). `float32_output` makes the products float32 whatever the
+  compute dtype, so logits are never rounded to bfloat16.
   """
   if weights not in WEIGHTS:
     raise ValueError(f"unknown weights {weights!r}; expected one of {WEIGHTS}")
+  features = (features,) if isinstance(features, int) else tuple(features)
   output_dtype = jnp.float32 if float32_output else None
-  num_inputs = 1 if isinstance(axis, int) else len(axis)
   if weights == "int8":
-    return Int8DenseGeneral(
-        features, kernel_axes, axis, use_bias, dtype, output_dtype, kernel_init, name=name
-    )
-  dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=output_dtype)
+    return Int8DenseGeneral(features, kernel_axes, num_inputs, use_bias, dtype, output_dtype, kernel_init, name=name)
   return nn.DenseGeneral(
       features=features,
-      axis=axis,
+      axis=tuple(range(-num_inputs, 0)),
       use_bias=use_bias,
       dtype=dtype,
       kernel_init=with_axes(kernel_init, *kernel_axes),
       bias_init=with_axes(nn.initializers.zeros, *kernel_axes[num_inputs:]),
-      dot_general=dot_general,
+      dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=output_dtype),
       name=name,
   )
+
+
+# quantize_params: which parameters are kernels, and which of their axes a matmul contracts.
+# Every dense kernel (created by `dense`) contracts its leading axis, except attention's output
+# projection [heads, head_dim, width] (decoders/layers/attention.py), which contracts two. A tied
+# embedding table [vocab, width] contracts its trailing axis in `attend`.
+TWO_INPUT_KERNELS = ("out",)
+SCANNED_LAYERS = "layers"  # decoder_lm.SCANNED_LAYERS: its parameters have a leading [num_layers] axis
+
+
+def quantize_params(params: dict, config) -> dict:
+  """A float model's parameters (unboxed) as those of the same model with `weights="int8"` (a DecoderLMConfig `config`).
+
+  Every matmul kernel becomes {"kernel": int8, "scale": float32} beside its float bias; with
+  tied embeddings, so does the table ({"embedding", "scale"}). Looped and scanned layouts both.
+  """
+
+  def convert(path: tuple[str, ...], tree):
+    if not isinstance(tree, dict):
+      return tree
+    if "kernel" in tree:
+      lead = 1 if config.scan_layers and path[0] == SCANNED_LAYERS else 0
+      num_inputs = 2 if path[-1] in TWO_INPUT_KERNELS else 1
+      values, scale = quantize(tree["kernel"], tuple(range(lead, lead + num_inputs)))
+      return {**tree, "kernel": values, "scale": scale}
+    return {name: convert((*path, name), subtree) for name, subtree in tree.items()}
+
+  quantized = convert((), dict(params))
+  if config.tie_embeddings:
+    table, scale = quantize(params["embed"]["embedding"], (1,))
+    quantized["embed"] = {"embedding": table, "scale": scale}
+  return quantized
