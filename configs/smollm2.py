@@ -36,6 +36,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       remat="none",
       scan_layers=True,  # compile one block, not 30
       vocab_multiple=1,
+      weights="float",  # "int8": weight-only int8 for decoding (decoders/layers/quantization.py)
   )
   config.optimizer.update(learning_rate=1e-4, warmup_steps=10)
   config.sample.update(prompt="The capital of France is", num_tokens=24, temperature=0.0)

@@ -79,7 +79,7 @@ def check_model(spec: str, pretrained: decoder_lm.DecoderLMConfig, ours: decoder
 
 
 def params_for(spec: str, ours: decoder_lm.DecoderLMConfig) -> dict:
-  """The imported parameters in the layout `ours` runs: scanned layers, padded vocabulary, max_len positions, int8 weights."""
+  """The imported parameters in the layout `ours` runs: scanned layers, padded vocabulary, max_len positions, int8."""
   pretrained = load(spec)
   check_model(spec, pretrained.model.config, ours)
   params = dict(pretrained.params)

@@ -1,4 +1,4 @@
-"""Token and position embeddings; the token table may be int8 (decoders/layers/quantization.py) when it is also the output layer."""
+"""Token and position embeddings; a tied token table may be int8 (decoders/layers/quantization.py)."""
 from typing import Any
 
 import flax.linen as nn
@@ -29,7 +29,8 @@ class TokenEmbedding(nn.Module):
   def setup(self):
     shape = (self.vocab_size, self.width)
     if self.weights == "int8":
-      self.table, self.scale = quantization.declare(self, ("embedding", "scale"), self.init, shape, (VOCAB, EMBED), (1,))
+      names, axes = ("embedding", "scale"), (VOCAB, EMBED)
+      self.table, self.scale = quantization.declare(self, names, self.init, shape, axes, contracting=(1,))
     else:
       self.table = self.param("embedding", with_axes(self.init, VOCAB, EMBED), shape)
 

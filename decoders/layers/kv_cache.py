@@ -110,14 +110,14 @@ class KVCache:
             spec: CacheSpec = CacheSpec()):
     spec.check(capacity, head_dim)
     shape = (num_layers, batch, capacity, kv_heads)
-    fields = {}
+    fields = {}  # one array per field, never shared: a caller may donate the cache to a jitted step
     if spec.quantization == "none":
-      fields["key"] = fields["value"] = jnp.zeros((*shape, head_dim), dtype)
+      fields["key"], fields["value"] = (jnp.zeros((*shape, head_dim), dtype) for _ in range(2))
     else:
       packed = head_dim // 2 if spec.quantization == "int4" else head_dim
       storage = jnp.int8 if spec.quantization == "int8" else jnp.uint8
-      fields["key"] = fields["value"] = jnp.zeros((*shape, packed), storage)
-      fields["key_scale"] = fields["value_scale"] = jnp.zeros(shape, jnp.float32)
+      fields["key"], fields["value"] = (jnp.zeros((*shape, packed), storage) for _ in range(2))
+      fields["key_scale"], fields["value_scale"] = (jnp.zeros(shape, jnp.float32) for _ in range(2))
     if spec.eviction == "h2o":
       fields["slot_positions"], fields["scores"] = jnp.full(shape, -1, jnp.int32), jnp.zeros(shape, jnp.float32)
     return cls(lengths=jnp.zeros((batch,), jnp.int32), spec=spec, **fields)

@@ -53,8 +53,8 @@ def int8_matmul(x, values, scale, dtype, output_dtype=None, transposed: bool = F
   it does not depend on the activations, the scheduler converts every layer's kernels up front
   (513 MiB of temporaries for SmolLM2-135M, refaulted page by page each step). A block of at
   most BLOCK_BYTES stays in cache, and a loop over blocks keeps each conversion next to its use.
-  On GPU and TPU XLA fuses the convert into the matmul itself, so the blocks only serialise
-  it: there a single block (a BLOCK_BYTES as large as the kernel) would do.
+  On GPU and TPU XLA fuses the convert into the matmul itself, so there the blocks are not
+  needed and only serialise the matmul (into two, for kernels up to BLOCK_BYTES as float).
   """
   output_dtype = output_dtype or dtype
   channel_axis = 0 if transposed else 1
@@ -74,8 +74,8 @@ def int8_matmul(x, values, scale, dtype, output_dtype=None, transposed: bool = F
   return (y.astype(jnp.float32) * scale).astype(output_dtype)
 
 
-def declare(module: nn.Module, names: tuple[str, str], init: Callable, shape, axes, contracting) -> tuple[jax.Array, jax.Array]:
-  """`module`'s int8 values and float32 scales, parameters `names`, of a kernel of `shape` whose float version `init` draws.
+def declare(module: nn.Module, names: tuple[str, str], init: Callable, shape, axes, contracting) -> tuple:
+  """`module`'s int8 values and float32 scales (parameters `names`) of a kernel of `shape` that `init` draws in float.
 
   At initialisation one float kernel is drawn and quantised, so values and scales belong
   together. `axes` are the kernel's logical axis names; the scales carry those of its output
@@ -91,7 +91,7 @@ def declare(module: nn.Module, names: tuple[str, str], init: Callable, shape, ax
 
 
 class Int8DenseGeneral(nn.Module):
-  """nn.DenseGeneral over the input's trailing `num_inputs` axes with an int8 `kernel` and a float32 `scale` per feature.
+  """nn.DenseGeneral over the input's trailing `num_inputs` axes: an int8 `kernel` and a float32 `scale` per output.
 
   The kernel's shape is the contracted axes' followed by `features`, as nn.DenseGeneral's.
   """

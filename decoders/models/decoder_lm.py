@@ -308,7 +308,7 @@ class BlockStack(nn.Module):
       for i in range(cfg.num_layers):
         x, cache = block(cfg, name=f"{BLOCK_PREFIX}{i}")(x, mask, positions, deterministic, cache.replace(layer=i))
       return x, cache
-    # mask, positions, deterministic (and each row's cache start) are the same for every layer.
+    # mask, positions, deterministic are the same for every layer; a cache is carried, its layer index scanned.
     broadcast = (nn.broadcast, nn.broadcast, nn.broadcast)
     scan = functools.partial(
         nn.scan,

@@ -1,11 +1,11 @@
 """Key/value cache memory at a context length, for any preset shape: a calculator, checked against our caches.
 
-    python -m experiments.bench cache_memory [--context=4096] [--batch=1] [--window=1024] [--sinks=4] [--record]
+    python -m experiments.bench cache_memory [--context=4096] [--batch=1] [--window=1024] [--record]
 
 For each preset (the real LLaMA-2-7B, Mistral-7B, LLaMA-3-8B and SmolLM2-135M shapes, at 16-bit
 values), the bytes of a cache holding `--context` tokens: multi-head (a KV head per query head),
 the preset's grouped-query heads, multi-query (one KV head), int8 and int4 values, a sliding-window
-ring of `--window` slots and StreamingLLM's `--sinks` sinks + the rest of the window. `cache_bytes`
+ring of `--window` slots and StreamingLLM's 4 sinks + the rest of the window. `cache_bytes`
 is the formula; the "allocated" column is `KVCache.nbytes()` of the pytree `decoder_lm.init_cache`
 builds for the same settings, traced with jax.eval_shape (so a 7 B model's cache is never allocated);
 the two must agree to the byte. Nothing here is timed: the numbers are exact.
@@ -15,9 +15,9 @@ from absl import flags
 _CONTEXT = flags.DEFINE_integer("context", 4096, "Tokens the cache holds (the seeds' claim is at 16-bit, batch 1).")
 _BATCH = flags.DEFINE_integer("batch", 1, "Rows of the cache.")
 _WINDOW = flags.DEFINE_integer("window", 1024, "Slots of the sliding-window and the sinks caches.")
-_SINKS = flags.DEFINE_integer("sinks", 4, "Attention sinks kept by the StreamingLLM cache (Xiao et al. 2023 keep 4).")
 
 PRESETS = ("llama", "mistral", "llama-3-8b", "smollm2-135m")
+SINKS = 4  # attention sinks of the StreamingLLM cache (Xiao et al. 2023 keep 4)
 SEEDS_CLAIM_BYTES = 2e9  # "about 2 GB of KV cache for LLaMA 2 7B at 16-bit, batch 1"
 
 
@@ -60,7 +60,7 @@ def run() -> list[str]:
 
   from decoders.models import decoder_lm
 
-  context, batch, window, sinks = _CONTEXT.value, _BATCH.value, _WINDOW.value, _SINKS.value
+  context, batch, window, sinks = _CONTEXT.value, _BATCH.value, _WINDOW.value, SINKS
   lines = [
       f"{context:,}-token context, batch {batch}, 16-bit (bfloat16) values unless quantised",
       "| model | cache | calculator | allocated (pytree) | bytes/token | agree |",

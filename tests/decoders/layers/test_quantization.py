@@ -4,6 +4,8 @@ The int8 model must compute exactly what the float model computes on the dequant
 q * s (float32 rounding aside); against the original float weights its logits differ by the
 quantisation error, which the tolerance below states for weights of a realistic scale.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,14 +20,14 @@ VOCAB = 37
 # Four times the 0.02 init: weights of std 0.08 (~0.45 / sqrt(width)), logits of magnitude ~10-60,
 # so attention and the norms amplify the rounding as in a trained model rather than hide it.
 WEIGHT_SCALE = 4.0
-# What int8 may change: the largest logit error as a fraction of the largest logit (measured
-# 0.03-0.05 on these models), and the share of positions whose greedy token may change.
+# What int8 may change: the root-mean-square logit error as a fraction of the logits' root mean
+# square (measured 0.02-0.05 on these models), and the share of positions whose greedy token may
+# change (measured at most 0.055).
 LOGIT_TOLERANCE = 0.08
 GREEDY_AGREEMENT = 0.9
 SHAPES = {
-    "gpt2": {},  # learned positions, LayerNorm, GELU, biases, tied embeddings
-    "llama": dict(num_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, untied output layer
-    "smollm2-135m": dict(num_kv_heads=2),  # LLaMA with a tied (so quantised) embedding table
+    "gpt2": {},  # learned positions, LayerNorm, GELU, biases, a tied (so quantised) embedding table
+    "llama": dict(num_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, no biases, an untied output layer
 }
 
 
@@ -36,13 +38,19 @@ def tiny_config(preset, scan_layers=False, **overrides):
   )
 
 
+@functools.cache  # shared by the tests of one shape
 def float_and_int8(preset, scan_layers=False):
   """(float model, its params at WEIGHT_SCALE, int8 model, quantize_params of those params)."""
   float_model = decoder_lm.DecoderLM(tiny_config(preset, scan_layers))
   int8_model = decoder_lm.DecoderLM(tiny_config(preset, scan_layers, weights="int8"))
-  params = nn.unbox(float_model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  params = jax.tree.map(lambda x: x * WEIGHT_SCALE, params)
-  return float_model, params, int8_model, quantization.quantize_params(params, int8_model.config)
+  params = jax.jit(float_model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  params = jax.tree.map(lambda x: x * WEIGHT_SCALE, nn.unbox(params))
+  quantized = jax.jit(quantization.quantize_params, static_argnums=1)(params, int8_model.config)
+  return float_model, params, int8_model, quantized
+
+
+def forward(model, params, tokens):
+  return jax.jit(model.apply)({"params": params}, tokens)
 
 
 def boxed_int8_init(model):
@@ -69,6 +77,10 @@ def relative_error(ours, reference):
   return float(jnp.max(jnp.abs(ours - reference)) / jnp.max(jnp.abs(reference)))
 
 
+def relative_rms_error(ours, reference):
+  return float(jnp.sqrt(jnp.mean((ours - reference) ** 2) / jnp.mean(reference**2)))
+
+
 def test_rounding_error_is_at_most_half_a_scale_step_per_element():
   kernel = np.random.default_rng(0).normal(size=(24, 3, 5)).astype(np.float32)
   kernel[:, 1, 2] = 0.0  # an all-zero output channel
@@ -82,7 +94,7 @@ def test_rounding_error_is_at_most_half_a_scale_step_per_element():
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("n", [1, 7, 96])
+@pytest.mark.parametrize("n", [1, 40])
 def test_blocked_matmul_equals_the_dequantised_product(monkeypatch, n, transposed):
   monkeypatch.setattr(quantization, "BLOCK_BYTES", 1024)  # many blocks, the last one overlapping
   rng = np.random.default_rng(1)
@@ -110,7 +122,7 @@ def test_quantized_float_params_have_the_int8_models_tree(preset, scan_layers):
 
 
 def test_int8_kernels_and_scales_keep_their_logical_axes():
-  boxed = boxed_int8_init(decoder_lm.DecoderLM(tiny_config("smollm2-135m", scan_layers=True, weights="int8")))
+  boxed = boxed_int8_init(decoder_lm.DecoderLM(tiny_config("gpt2", scan_layers=True, weights="int8")))
   attention, ffn = boxed["layers"]["attention"], boxed["layers"]["ffn"]
   assert attention["query"]["kernel"].names == ("layers", "embed", "heads", "kv")
   assert attention["query"]["scale"].names == ("layers", "heads", "kv")
@@ -125,21 +137,21 @@ def test_int8_kernels_and_scales_keep_their_logical_axes():
 def test_int8_logits_are_the_dequantised_models_and_close_to_the_float_models(preset, scan_layers):
   float_model, params, int8_model, quantized = float_and_int8(preset, scan_layers)
   tokens = jax.random.randint(jax.random.key(1), (4, 32), 0, VOCAB)
-  float_logits = float_model.apply({"params": params}, tokens)
-  int8_logits = int8_model.apply({"params": quantized}, tokens)
+  float_logits = forward(float_model, params, tokens)
+  int8_logits = forward(int8_model, quantized, tokens)
   dequantized = dequantize(quantized, boxed_int8_init(int8_model))
-  dequantized_logits = float_model.apply({"params": {**dequantized}}, tokens)
+  dequantized_logits = forward(float_model, dequantized, tokens)
   assert relative_error(int8_logits, dequantized_logits) < 1e-5
-  assert relative_error(int8_logits, float_logits) < LOGIT_TOLERANCE
+  assert relative_rms_error(int8_logits, float_logits) < LOGIT_TOLERANCE
   agreement = float(jnp.mean(jnp.argmax(int8_logits, -1) == jnp.argmax(float_logits, -1)))
   assert agreement >= GREEDY_AGREEMENT
 
 
-@pytest.mark.parametrize("scan_layers", [False, True])
-def test_int8_cached_decoding_equals_its_full_forward_pass(scan_layers):
-  _, _, model, params = float_and_int8("smollm2-135m", scan_layers)
+@pytest.mark.parametrize("preset, scan_layers", [("gpt2", False), ("llama", True)])
+def test_int8_cached_decoding_equals_its_full_forward_pass(preset, scan_layers):
+  _, _, model, params = float_and_int8(preset, scan_layers)
   tokens = jax.random.randint(jax.random.key(2), (2, 12), 0, VOCAB)
-  full = model.apply({"params": params}, tokens)
+  full = forward(model, params, tokens)
   step = jax.jit(lambda *args: model.apply({"params": params}, *args, method=model.tokens_to_logits))
   logits, cache = step(tokens[:, :8], decoder_lm.init_cache(model.config, 2, 16))
   assert relative_error(logits, full[:, :8]) < 1e-5
