@@ -1,9 +1,10 @@
-"""The generation loop: one `lax.while_loop`, so a whole generation is one compiled call.
+"""The cache-free generation loop: one `lax.while_loop` that slides the model's context over a longer text.
 
 The model is seen only through `next_token_logits(window, length) -> [batch, vocab]`:
-the logits after the first `length` tokens of a fixed-size `window`. Without a KV
-cache the loop slides a window of the model's context over the growing sequence;
-models with caches will offer a cached function of the same role.
+the logits after the first `length` tokens of a fixed-size `window`, recomputed for every
+token. `generation.generate` (a key/value cache) is the fast way; this loop is what goes
+on past max_len for a model whose positions cannot (learned ones), and the baseline the
+cache is measured against (`python -m experiments.bench kv_cache`).
 """
 from collections.abc import Callable
 
