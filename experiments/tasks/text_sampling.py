@@ -71,7 +71,8 @@ def strategy(sample):
   history = {key: on.pop(key) for key in ("repetition_penalty", "no_repeat_ngram") if key in on}
   if sample.temperature == 0:
     if on:
-      raise ConfigError(f"sample.{next(iter(on))}={on[next(iter(on))]} has no effect with temperature=0 (greedy)")
+      key, value = next(iter(on.items()))
+      raise ConfigError(f"sample.{key}={value} has no effect with temperature=0 (greedy)")
     return decoding.Greedy(**history)
   return decoding.Sample(temperature=sample.temperature, **on, **history)
 
