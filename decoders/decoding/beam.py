@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from decoders.errors import ConfigError
-from decoders.models import decoder_lm
+from decoders.decoding import seam
 
 NORMALIZATIONS = ("hf", "wu")
 EARLY_STOPPING = ("heuristic", "exact", "first")
@@ -78,14 +78,18 @@ def _concat(a: Hypotheses, b: Hypotheses) -> Hypotheses:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def search(model, strategy: Beam, max_new_tokens: int, eos_id: int | None, params, prompts, lengths):
+def search(
+    model, strategy: Beam, max_new_tokens: int, eos_id: int | None, params, prompts, lengths, sources=None,
+    source_lengths=None,
+):
   """The `num_returned` best hypotheses per prompt, best first: tokens, log_probs [batch, n, max_new], lengths and
-  scores [batch, n]. For max_new_tokens >= 1 (generate() answers 0 itself)."""
+  scores [batch, n]. For max_new_tokens >= 1 (generate() answers 0 itself); `sources` for an encoder-decoder."""
   batch, width, steps, vocab = prompts.shape[0], strategy.width, max_new_tokens, model.config.vocab_size
   candidates = min(2 * width, width * vocab)
   fill = 0 if eos_id is None else eos_id
-  step_logits = functools.partial(model.apply, {"params": params}, method=decoder_lm.DecoderLM.tokens_to_logits)
-  logits, cache = step_logits(prompts, decoder_lm.init_cache(model.config, batch, prompts.shape[1] + steps), lengths)
+  step_logits = seam.method(model, params, "tokens_to_logits")
+  cache = seam.start_cache(model, params, batch, prompts.shape[1] + steps, sources=sources, source_lengths=source_lengths)
+  logits, cache = step_logits(prompts, cache, lengths)
   beam_rows = jnp.repeat(jnp.arange(batch), width)  # prefilled once per prompt, then copied to its beams
   logits, cache = logits[jnp.arange(batch), lengths - 1][beam_rows], cache.select_rows(beam_rows)
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from decoders.errors import ConfigError
-from decoders.models import decoder_lm
+from decoders.decoding import seam
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +46,19 @@ def _max_cosine(candidates: jax.Array, context: jax.Array, context_lengths: jax.
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def search(model, strategy: Contrastive, max_new_tokens: int, eos_id: int | None, params, prompts, lengths):
-  """tokens, log_probs [batch, max_new_tokens] and counts [batch], as generate()'s loop returns them."""
+def search(
+    model, strategy: Contrastive, max_new_tokens: int, eos_id: int | None, params, prompts, lengths, sources=None,
+    source_lengths=None,
+):
+  """tokens, log_probs [batch, max_new_tokens] and counts [batch], as generate()'s loop returns them; `sources` for
+  an encoder-decoder."""
   cfg = model.config
   batch, capacity, k = prompts.shape[0], prompts.shape[1] + max_new_tokens, min(strategy.k, cfg.vocab_size)
-  apply = lambda method, *args: model.apply({"params": params}, *args, method=method)
-  cache = decoder_lm.init_cache(cfg, batch, capacity)
-  hidden, cache = apply(decoder_lm.DecoderLM.tokens_to_hidden, prompts, cache, lengths)
+  tokens_to_hidden, unembed_hidden = (seam.method(model, params, name) for name in ("tokens_to_hidden", "unembed_hidden"))
+  cache = seam.start_cache(model, params, batch, capacity, sources=sources, source_lengths=source_lengths)
+  hidden, cache = tokens_to_hidden(prompts, cache, lengths)
   context = jnp.zeros((batch, capacity, hidden.shape[-1]), hidden.dtype).at[:, : prompts.shape[1]].set(hidden)
-  logits = apply(decoder_lm.DecoderLM.unembed_hidden, hidden[jnp.arange(batch), lengths - 1])
+  logits = unembed_hidden(hidden[jnp.arange(batch), lengths - 1])
   fill = 0 if eos_id is None else eos_id
   rows = jnp.arange(batch)
 
@@ -67,7 +71,7 @@ def search(model, strategy: Contrastive, max_new_tokens: int, eos_id: int | None
     probabilities = jax.nn.softmax(logits[:, : cfg.vocab_size])
     top_probabilities, candidates = jax.lax.top_k(probabilities, k)  # [batch, k]
     copies = cache.select_rows(jnp.repeat(rows, k))  # k copies of each row's cache, one per candidate
-    hidden, copies = apply(decoder_lm.DecoderLM.tokens_to_hidden, candidates.reshape(-1, 1), copies)
+    hidden, copies = tokens_to_hidden(candidates.reshape(-1, 1), copies)
     hidden = hidden.reshape(batch, k, -1)
     penalty = _max_cosine(hidden.astype(jnp.float32), context.astype(jnp.float32), cache.lengths)
     choice = jnp.argmax((1 - strategy.alpha) * top_probabilities - strategy.alpha * penalty, axis=-1)
@@ -81,7 +85,7 @@ def search(model, strategy: Contrastive, max_new_tokens: int, eos_id: int | None
     counts = counts + (~done).astype(jnp.int32)
     if eos_id is not None:
       done = done | (token == eos_id)
-    logits = apply(decoder_lm.DecoderLM.unembed_hidden, hidden[rows, choice])
+    logits = unembed_hidden(hidden[rows, choice])
     return step + 1, logits, cache, context, out, log_probs, done, counts
 
   state = (

@@ -5,9 +5,13 @@
     out = generate(model, params, prompts, strategy=Beam(4, num_returned=2), max_new_tokens=32)
     out.nbest()                                # per row: [(tokens, score), ...], best first
 
-The model is seen only through `tokens_to_logits(tokens, cache) -> (logits, cache)` with
-an explicit key/value cache (decoders/layers/kv_cache.py): the prompts, right-padded,
-fill it in one forward pass, and each iteration then feeds every row its last token.
+The model is seen only through its decoding seam (seam.py): `tokens_to_logits(tokens, cache)
+-> (logits, cache)` with an explicit cache from `decoding_cache`. A decoder-only model's
+cache is its keys and values (decoders/layers/kv_cache.py); an encoder-decoder's
+(Transformer or RNN) also holds its source, encoded once, so the same loop, beam search
+included, translates: its prompts are the decoder's start tokens and `encoder_tokens` the
+sources. The prompts, right-padded,
+fill the cache in one forward pass, and each iteration then feeds every row its last token.
 Rows stop at their own EOS, and the loop stops as soon as every row has. The whole
 generation is one compiled call; calls with the same shapes and settings reuse it.
 
@@ -23,11 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decoders.decoding import beam, contrastive
+from decoders.decoding import beam, contrastive, seam
 from decoders.decoding.strategies import History
 from decoders.errors import ConfigError
 from decoders.layers import kv_cache
-from decoders.models import decoder_lm
 
 # (logits [batch, vocab], rng, history) -> tokens [batch], hashable (a frozen dataclass): see strategies.py.
 Strategy = Callable[[jax.Array, jax.Array, History], jax.Array]
@@ -56,24 +59,38 @@ class Generation:
     ]
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Right-padded int32 prompts [batch, longest] and their lengths [batch]; a ConfigError for an impossible one."""
+def pad_prompts(
+    prompts: Sequence[Sequence[int]], vocab_size: int, what: str = "prompt"
+) -> tuple[np.ndarray, np.ndarray]:
+  """Right-padded int32 prompts [batch, longest] and their lengths [batch]; a ConfigError for an impossible one.
+
+  `what` names them in the errors ("prompt", or "source" for an encoder's input)."""
   if len(prompts) == 0:
-    raise ConfigError("no prompts: generation needs at least one")
+    raise ConfigError(f"no {what}s: generation needs at least one")
   lengths = np.array([len(p) for p in prompts], np.int32)
   if lengths.min() == 0:
-    raise ConfigError(f"prompt {int(np.argmin(lengths))} is empty: generation needs at least one token to continue")
+    raise ConfigError(f"{what} {int(np.argmin(lengths))} is empty: generation needs at least one token")
   padded = np.zeros((len(prompts), lengths.max()), np.int32)
   for row, prompt in enumerate(prompts):
     padded[row, : len(prompt)] = prompt
     bad = [t for t in prompt if not 0 <= t < vocab_size]
     if bad:
-      raise ConfigError(f"prompt {row} has token id {bad[0]}, outside the model's vocabulary of {vocab_size}")
+      raise ConfigError(f"{what} {row} has token id {bad[0]}, outside the model's vocabulary of {vocab_size}")
   return padded, lengths
 
 
+def pad_sources(encoder_tokens: Sequence[Sequence[int]] | None, batch: int, vocab_size: int):
+  """(tokens, lengths) of an encoder-decoder's sources, right-padded as the prompts; (None, None) without them."""
+  if encoder_tokens is None:
+    return None, None
+  if len(encoder_tokens) != batch:
+    raise ConfigError(f"{len(encoder_tokens)} sources for {batch} prompts: an encoder-decoder needs one per prompt")
+  return pad_prompts(encoder_tokens, vocab_size, "source")
+
+
+
 def generate(
-    model: decoder_lm.DecoderLM,
+    model,
     params,
     prompts: Sequence[Sequence[int]],
     *,
@@ -84,8 +101,12 @@ def generate(
     cache: kv_cache.CacheSpec = kv_cache.CacheSpec(),
     cache_capacity: int | None = None,
     on_token: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    encoder_tokens: Sequence[Sequence[int]] | None = None,
 ) -> Generation:
   """Continues each prompt (a list of token ids) by up to `max_new_tokens`, as `strategy` picks them.
+
+  `model` is any model with the decoding seam (module docstring): a decoder-only LM, or an
+  encoder-decoder given `encoder_tokens`, one source (a list of token ids) per prompt.
 
   `cache` says how the key/value cache stores and evicts (kv_cache.CacheSpec; quantised or
   evicting caches serve the sampling strategies); it has `cache_capacity` slots, by default
@@ -99,6 +120,7 @@ def generate(
   if isinstance(strategy, beam.Beam) and strategy.width > cfg.vocab_size:
     raise ConfigError(f"beam width={strategy.width} exceeds the model's vocabulary of {cfg.vocab_size}")
   tokens, lengths = pad_prompts(prompts, cfg.vocab_size)
+  sources = pad_sources(encoder_tokens, len(prompts), cfg.vocab_size)
   total = int(lengths.max()) + max_new_tokens
   if total > cfg.max_len:
     raise ConfigError(
@@ -119,15 +141,16 @@ def generate(
     return _nothing_generated(len(prompts), strategy)
   if isinstance(strategy, beam.Beam):
     nbest, log_probs, nbest_lengths, scores = jax.device_get(
-        beam.search(model, strategy, max_new_tokens, eos_id, params, tokens, lengths)
+        beam.search(model, strategy, max_new_tokens, eos_id, params, tokens, lengths, *sources)
     )
     return Generation(nbest[:, 0], log_probs[:, 0], nbest_lengths[:, 0], scores, nbest, nbest_lengths)
   if isinstance(strategy, contrastive.Contrastive):
-    out = contrastive.search(model, strategy, max_new_tokens, eos_id, params, tokens, lengths)
+    out = contrastive.search(model, strategy, max_new_tokens, eos_id, params, tokens, lengths, *sources)
     return Generation(*jax.device_get(out))
   rng = jax.random.key(0) if rng is None else rng
-  cache.check(capacity, cfg.head_dim)  # here, before compiling
-  out = _generate(model, strategy, max_new_tokens, eos_id, on_token, cache, capacity, params, tokens, lengths, rng)
+  out = _generate(
+      model, strategy, max_new_tokens, eos_id, on_token, cache, capacity, params, tokens, lengths, rng, *sources
+  )
   return Generation(*jax.device_get(out))
 
 
@@ -144,10 +167,13 @@ def _nothing_generated(batch: int, strategy) -> Generation:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
-def _generate(model, strategy, max_new_tokens, eos_id, on_token, spec, capacity, params, prompts, lengths, rng):
+def _generate(
+    model, strategy, max_new_tokens, eos_id, on_token, spec, capacity, params, prompts, lengths, rng, sources,
+    source_lengths,
+):
   batch, total = prompts.shape[0], prompts.shape[1] + max_new_tokens
-  cache = decoder_lm.init_cache(model.config, batch, capacity, spec)
-  step_logits = functools.partial(model.apply, {"params": params}, method=decoder_lm.DecoderLM.tokens_to_logits)
+  cache = seam.start_cache(model, params, batch, capacity, spec, sources, source_lengths)
+  step_logits = seam.method(model, params, "tokens_to_logits")
   logits, cache = step_logits(prompts, cache, lengths)
   last = logits[jnp.arange(batch), lengths - 1]  # each row's logits after its own last prompt token
   history = jnp.zeros((batch, total), jnp.int32).at[:, : prompts.shape[1]].set(prompts)

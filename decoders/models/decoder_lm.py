@@ -452,6 +452,17 @@ class DecoderLM(nn.Module):
     learned = self.learned_positions if self.config.positions == "learned" else None
     return add_positions(self.embed(tokens), positions, self.config, learned)
 
+  def decoding_cache(
+      self, batch: int, capacity: int, spec: kv_cache.CacheSpec = kv_cache.CacheSpec(), encoder_tokens=None,
+      encoder_lengths=None,
+  ) -> kv_cache.KVCache:
+    """The decoding seam's empty cache (`init_cache`; decoders.decoding.generate). An encoder-decoder's would hold
+    its encoded source; a decoder-only model reads its condition from the prompt instead."""
+    del encoder_lengths
+    if encoder_tokens is not None:
+      raise ConfigError("a decoder-only model takes no encoder_tokens: put the source in the prompt")
+    return init_cache(self.config, batch, capacity, spec)
+
   def tokens_to_logits(
       self, tokens: jax.Array, cache: kv_cache.KVCache, valid_lengths: jax.Array | None = None
   ) -> tuple[jax.Array, kv_cache.KVCache]:

@@ -115,6 +115,18 @@ def test_bad_input_is_named_before_compiling(prompts, max_new, match):
     generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=max_new)
 
 
+@pytest.mark.parametrize("sources, match", [
+    ([[4, 5]], "a decoder-only model takes no encoder_tokens"),
+    ([[4, 5], [6]], "2 sources for 1 prompts"),
+    ([[]], "source 0 is empty"),
+    ([[4, VOCAB]], f"source 0 has token id {VOCAB}, outside the model's vocabulary"),
+])
+def test_sources_are_checked_and_a_decoder_only_model_refuses_them(sources, match):
+  model, params = tiny("gpt2")
+  with pytest.raises(ConfigError, match=match):
+    generate(model, params, [[1]], strategy=strategies.Greedy(), max_new_tokens=2, encoder_tokens=sources)
+
+
 def test_sampling_with_top_k_1_is_greedy_and_top_p_keeps_to_the_nucleus():
   model, params = tiny("llama")
   prompts = [[5, 9, 2, 11], [7]]
