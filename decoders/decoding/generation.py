@@ -79,13 +79,24 @@ def pad_prompts(
   return padded, lengths
 
 
-def pad_sources(encoder_tokens: Sequence[Sequence[int]] | None, batch: int, vocab_size: int):
-  """(tokens, lengths) of an encoder-decoder's sources, right-padded as the prompts; (None, None) without them."""
+def pad_sources(encoder_tokens, encoder_lengths, batch: int, vocab_size: int):
+  """(tokens, lengths) of an encoder-decoder's sources, right-padded as the prompts; (None, None) without them.
+
+  Sources already padded ([batch, length] with `encoder_lengths`) keep their width: a caller that pads every
+  batch to one width compiles one loop."""
   if encoder_tokens is None:
     return None, None
   if len(encoder_tokens) != batch:
     raise ConfigError(f"{len(encoder_tokens)} sources for {batch} prompts: an encoder-decoder needs one per prompt")
-  return pad_prompts(encoder_tokens, vocab_size, "source")
+  if encoder_lengths is None:
+    return pad_prompts(encoder_tokens, vocab_size, "source")
+  tokens, lengths = np.asarray(encoder_tokens, np.int32), np.asarray(encoder_lengths, np.int32)
+  if tokens.ndim != 2 or lengths.shape != (batch,) or not np.all((lengths >= 1) & (lengths <= tokens.shape[1])):
+    raise ConfigError(f"padded sources of shape {tokens.shape} need lengths [batch] in [1, {tokens.shape[-1]}]")
+  valid = np.arange(tokens.shape[1])[None] < lengths[:, None]
+  if np.any(valid & ((tokens < 0) | (tokens >= vocab_size))):
+    raise ConfigError(f"a source has a token id outside the model's vocabulary of {vocab_size}")
+  return tokens, lengths
 
 
 
@@ -101,12 +112,14 @@ def generate(
     cache: kv_cache.CacheSpec = kv_cache.CacheSpec(),
     cache_capacity: int | None = None,
     on_token: Callable[[np.ndarray, np.ndarray], None] | None = None,
-    encoder_tokens: Sequence[Sequence[int]] | None = None,
+    encoder_tokens: Sequence[Sequence[int]] | np.ndarray | None = None,
+    encoder_lengths: np.ndarray | None = None,
 ) -> Generation:
   """Continues each prompt (a list of token ids) by up to `max_new_tokens`, as `strategy` picks them.
 
   `model` is any model with the decoding seam (module docstring): a decoder-only LM, or an
-  encoder-decoder given `encoder_tokens`, one source (a list of token ids) per prompt.
+  encoder-decoder given `encoder_tokens`, one source (a list of token ids) per prompt, or padded sources
+  [batch, length] with their `encoder_lengths`.
 
   `cache` says how the key/value cache stores and evicts (kv_cache.CacheSpec; quantised or
   evicting caches serve the sampling strategies); it has `cache_capacity` slots, by default
@@ -120,7 +133,7 @@ def generate(
   if isinstance(strategy, beam.Beam) and strategy.width > cfg.vocab_size:
     raise ConfigError(f"beam width={strategy.width} exceeds the model's vocabulary of {cfg.vocab_size}")
   tokens, lengths = pad_prompts(prompts, cfg.vocab_size)
-  sources = pad_sources(encoder_tokens, len(prompts), cfg.vocab_size)
+  sources = pad_sources(encoder_tokens, encoder_lengths, len(prompts), cfg.vocab_size)
   total = int(lengths.max()) + max_new_tokens
   if total > cfg.max_len:
     raise ConfigError(

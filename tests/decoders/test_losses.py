@@ -1,5 +1,6 @@
 """losses.cross_entropy against a plain numpy reference."""
 import numpy as np
+import scipy.special
 
 from decoders import losses
 
@@ -42,3 +43,19 @@ def test_cross_entropy_gradient_is_softmax_minus_one_hot_even_beside_masked_logi
   expected = shifted / shifted.sum(axis=-1, keepdims=True) - np.eye(6)[targets]
   np.testing.assert_allclose(grad, expected, atol=1e-6)
   assert np.all(grad[..., -2:] == 0)
+
+
+def test_label_smoothing_is_the_cross_entropy_against_the_smoothed_target_over_the_real_classes():
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(2, 3, 7)).astype(np.float32)
+  logits[..., -2:] = np.finfo(np.float32).min  # two padded rows: no class, so they get no target mass
+  targets = rng.integers(0, 5, size=(2, 3))
+  weights = (rng.random((2, 3)) > 0.3).astype(np.float32)
+  epsilon, classes = 0.1, 5
+  shifted = logits[..., :classes].astype(np.float64)
+  log_probs = shifted - scipy.special.logsumexp(shifted, axis=-1, keepdims=True)
+  smoothed = (1 - epsilon) * np.eye(classes)[targets] + epsilon / classes
+  expected = (-(smoothed * log_probs).sum(-1) * weights).sum()
+  total, count = losses.cross_entropy(logits, targets, weights, label_smoothing=epsilon, num_classes=classes)
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  assert count == weights.sum()

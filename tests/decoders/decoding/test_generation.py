@@ -120,11 +120,17 @@ def test_bad_input_is_named_before_compiling(prompts, max_new, match):
     ([[4, 5], [6]], "2 sources for 1 prompts"),
     ([[]], "source 0 is empty"),
     ([[4, VOCAB]], f"source 0 has token id {VOCAB}, outside the model's vocabulary"),
+    ((np.array([[4, 5, 0]]), np.array([4])), "padded sources of shape \\(1, 3\\) need lengths"),
+    ((np.array([[4, VOCAB, 0]]), np.array([2])), f"a source has a token id outside the model's vocabulary of {VOCAB}"),
 ])
 def test_sources_are_checked_and_a_decoder_only_model_refuses_them(sources, match):
   model, params = tiny("gpt2")
+  tokens, lengths = sources if isinstance(sources, tuple) else (sources, None)
   with pytest.raises(ConfigError, match=match):
-    generate(model, params, [[1]], strategy=strategies.Greedy(), max_new_tokens=2, encoder_tokens=sources)
+    generate(
+        model, params, [[1]], strategy=strategies.Greedy(), max_new_tokens=2, encoder_tokens=tokens,
+        encoder_lengths=lengths,
+    )
 
 
 def test_sampling_with_top_k_1_is_greedy_and_top_p_keeps_to_the_nucleus():
