@@ -13,8 +13,9 @@ whose config.json is the run's config is done and is not trained again; any othe
 resumes from its newest checkpoint, as run.py would (a run of train.num_steps=0 only
 evaluates and samples its initial, e.g. pretrained, weights). So a sweep stopped anywhere
 (Ctrl-C checkpoints the run in progress) goes on where it stopped when the same
-command is given again. The numbers are a language model's (tokens/s, KV-cache bytes
-per token, non-embedding parameters): the reproductions so far are all of DecoderLM.
+command is given again. Every run reports its final held-out loss, tokens/s, and its
+model's non-embedding parameters and KV-cache bytes per token (`--mode=inspect`'s
+numbers); a task that generates (translation) adds its BLEU and chrF.
 
 Then, from the runs' metrics.jsonl: <workdir>/results.json (per run: overrides,
 metrics, loss curves, machine, date, steps; the command), table.md and PNG plots,
@@ -40,6 +41,7 @@ import time
 import tqdm
 from absl import app, flags, logging
 
+from experiments import inspection
 from experiments import metrics as metrics_lib
 from experiments import preemption, reproductions, train
 from experiments import workdir as workdir_lib
@@ -47,13 +49,13 @@ from experiments.bench import common
 from experiments.errors import USER_ERRORS, UserError
 from experiments.reproductions import report
 from experiments.reproductions.base import Ablation, Run, format_metric, run_config
-from experiments.tasks import language_model
 
 RESULTS_DIR = "reproductions"  # committed: one folder per reproduction
 REPORT = "REPRODUCTIONS.md"
 RESULTS_FILE, TABLE_FILE = "results.json", "table.md"
 RUN_RECORD = "reproduce.json"  # in a run's workdir: wall time spent on it; machine and date it finished
 LOG_FILE = "train.log"
+GENERATION_METRICS = ("bleu", "chrf")  # prefixes of the final evaluation's keys that results.json keeps
 COMPILE_ROWS = 1  # the first train row's window includes compiling the step: left out of throughput
 
 _QUICK = flags.DEFINE_bool("quick", False, "Run the reproduction's small version (minutes, not an hour).")
@@ -123,10 +125,6 @@ def train_run(config, run_dir: str) -> None:
     _write_json(os.path.join(run_dir, RUN_RECORD), record)
 
 
-def _tokens_per_step(config) -> int:
-  return config.data.batch_size * config.data.context_length  # the language-model task's units_per_step
-
-
 def summarize_run(config, run: Run, run_dir: str) -> dict:
   """A finished run's entry of results.json, from its metrics.jsonl, config and record."""
   rows = read_rows(run_dir)
@@ -135,7 +133,7 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
   # Training seconds at each logged step: each row's window of steps at its logged rate.
   train_curve, elapsed, previous = [], 0.0, 0
   for row in train_rows:
-    elapsed += (row["step"] - previous) * _tokens_per_step(config) / row["tokens_per_second"]
+    elapsed += (row["step"] - previous) / row["steps_per_second"]
     train_curve.append([row["step"], round(row["loss"], 5), round(elapsed, 2)])
     previous = row["step"]
   seconds_at = {step: seconds for step, _, seconds in train_curve}
@@ -144,7 +142,7 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
   rates = [row["tokens_per_second"] for row in train_rows[COMPILE_ROWS:] or train_rows]
   final = _final_eval(rows, num_steps)
   samples = [row["text"] for row in rows if row["split"] == "sample" and row["step"] == num_steps]
-  model = language_model.model_config(config, data_vocab_size=1)  # the vocabulary counts only with embeddings
+  model = inspection.summarize(config)  # the parameters and cache of config's model, none of them allocated
   record = _read_record(run_dir)
   return {
       "name": run.name,
@@ -155,9 +153,11 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
           "validation_loss": final["loss"],
           "validation_loss_per_character": final.get("nats_per_character"),
           "tokens_per_second": statistics.median(rates) if rates else None,  # None: a run of 0 steps
-          "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
-          "non_embedding_params": model.num_params(),
+          "kv_cache_bytes_per_token": model.cache_bytes_per_unit(config.model.get("dtype", "float32")),
+          "non_embedding_params": model.non_embedding,
           "wall_seconds": record.get("wall_seconds"),
+          # What the task measures of its generations (a translation's BLEU and chrF, overall and by length).
+          **{name: value for name, value in final.items() if name.startswith(GENERATION_METRICS)},
       },
       "curves": {"train": train_curve, "eval": eval_curve},
       "sample": samples[-1] if samples else None,

@@ -108,7 +108,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = MetricsWriter(workdir)
     try:
       state = _train(config, task, trainer, checkpointer, state, batches, writer, workdir)
-      final = trainer.evaluate(state.params, task.eval_batches())
+      final = {**trainer.evaluate(state.params, task.eval_batches()), **task.generation_metrics(state.params)}
       step = int(state.step)
       writer.write(step, "eval", final)
       print(f"final eval at step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()), flush=True)
@@ -146,7 +146,7 @@ def _train(config, task, trainer, checkpointer, state, batches, writer, workdir)
       raise diverged("the loss or gradients", bad[0])
     elapsed = time.perf_counter() - window_start
     rate = window_steps * task.units_per_step() / max(elapsed, 1e-9)
-    logged = {**mean_metrics(fetched), f"{task.unit}_per_second": rate}
+    logged = {**mean_metrics(fetched), f"{task.unit}_per_second": rate, "steps_per_second": window_steps / max(elapsed, 1e-9)}
     writer.write(step, "train", logged)
     bar.show(step, logged, rate)
     pending, window_start, window_steps = [], time.perf_counter(), 0
@@ -243,7 +243,7 @@ def restore_for_inference(config, workdir: str | None):
 
 def evaluate(config, workdir: str) -> dict:
   task, trainer, state = restore_for_inference(config, workdir)
-  metrics = trainer.evaluate(state.params, task.eval_batches())
+  metrics = {**trainer.evaluate(state.params, task.eval_batches()), **task.generation_metrics(state.params)}
   print(f"eval at step {int(state.step)}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
   return metrics
 

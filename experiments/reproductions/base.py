@@ -24,6 +24,8 @@ METRICS = {
     "tokens_per_second": ("train tokens/s (median)", "{:,.0f}"),
     "kv_cache_bytes_per_token": ("KV cache bytes/token", "{:,.0f}"),
     "wall_seconds": ("wall time", None),  # minutes and seconds: see format_metric
+    "bleu": ("test BLEU", "{:.2f}"),
+    "chrf": ("test chrF", "{:.2f}"),
 }
 
 
@@ -92,7 +94,9 @@ class Ablation:
   runs: Callable[[ml_collections.ConfigDict], Sequence[Run]]  # the base config -> the runs, in order
   claims: Sequence[Claim] = ()
   # The METRICS its table shows; per character only where tokenizers differ.
-  columns: Sequence[str] = tuple(name for name in METRICS if name != "validation_loss_per_character")
+  columns: Sequence[str] = (
+      "non_embedding_params", "validation_loss", "tokens_per_second", "kv_cache_bytes_per_token", "wall_seconds"
+  )
   quick_summary: str = ""  # how --quick differs (smaller model, fewer steps)
   notes: str = ""  # typed facts that no run re-measures, printed as such (Markdown)
   show_samples: bool = False  # the report quotes each run's final sample

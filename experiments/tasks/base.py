@@ -124,6 +124,12 @@ class Task(abc.ABC):
     """Analytic training FLOPs of one step (for model-FLOPs utilisation); None if not known."""
     return None
 
+  def generation_metrics(self, params: Params) -> dict[str, float]:
+    """Metrics of what the model generates for the held-out set (a translation's BLEU), measured after training
+    and in --mode=eval; none by default. Slower than `eval_fn`, so periodic evaluations leave them out."""
+    del params
+    return {}
+
   def pretrained_params(self, init_from: str) -> Params:
     """The parameters `config.init_from` names, in this task's layout (experiments/pretrained.py)."""
     raise ConfigError(f"init_from={init_from!r}: task {self.config.task!r} cannot start from pretrained weights")
