@@ -7,6 +7,9 @@ allocating it, and needs no workdir: python run.py --config=configs/llama.py:pub
 --workdir), the pretrained weights that the config's init_from names:
     python run.py --config=configs/smollm2.py --mode=sample --prompt="The capital of France is"
 
+--mode=attention draws which source tokens a translation attended to, as a PNG per --prompt:
+    python run.py --config=configs/translation.py --workdir=workdirs/translation --mode=attention --prompt="Save it."
+
 --mode=export writes the newest checkpoint as a Hugging Face folder (transformers loads it):
     python run.py --config=configs/llama.py --workdir=workdirs/llama --mode=export --export_dir=/tmp/llama_hf
 """
@@ -20,11 +23,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "eval", "sample", "export", "inspect"], "What to do with the workdir; inspect needs none."
+    "mode", "train", ["train", "eval", "sample", "export", "inspect", "attention"],
+    "What to do with the workdir; inspect needs none; attention draws a translation's alignment (--prompt).",
 )
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode=export: the Hugging Face folder to write.")
 _PROMPT = flags.DEFINE_multi_string(
-    "prompt", None, "--mode=sample: the prompt, instead of the config's sample.prompt; repeat the flag for a batch."
+    "prompt", None, "--mode=sample|attention: the prompt, instead of the config's sample.prompt; repeat the flag for a batch."
 )
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "--mode=sample: a text file of prompts, one per line, as one batch.")
 _STREAM = flags.DEFINE_bool("stream", True, "--mode=sample: print one prompt's text as it is generated.")
@@ -122,8 +126,8 @@ def _prompts() -> list[str]:
       sys.exit(f"error: --prompts_file={_PROMPTS_FILE.value}: {e.strerror if isinstance(e, OSError) else e}")
     if not prompts:
       sys.exit(f"error: --prompts_file={_PROMPTS_FILE.value} holds no prompt")
-  if prompts and _MODE.value != "sample":
-    sys.exit(f"error: --prompt and --prompts_file are for --mode=sample, not --mode={_MODE.value}")
+  if prompts and _MODE.value not in ("sample", "attention"):
+    sys.exit(f"error: --prompt and --prompts_file are for --mode=sample|attention, not --mode={_MODE.value}")
   return prompts
 
 
@@ -152,6 +156,7 @@ def main(argv):
       "sample": lambda config, workdir: train.sample(config, workdir, prompts if len(prompts) > 1 else None, _STREAM.value),
       "export": lambda config, workdir: train.export(config, workdir, _EXPORT_DIR.value),
       "inspect": lambda config, _: print(inspection.format_summary(inspection.summarize(config)), flush=True),
+      "attention": lambda config, workdir: train.attention(config, workdir, prompts or None),
   }[_MODE.value]
   try:
     mode(config, workdir)

@@ -48,7 +48,7 @@ from experiments import workdir as workdir_lib
 from experiments.bench import common
 from experiments.errors import USER_ERRORS, UserError
 from experiments.reproductions import report
-from experiments.reproductions.base import Ablation, Run, format_metric, run_config
+from experiments.reproductions.base import METRICS, Ablation, Run, format_metric, run_config
 
 RESULTS_DIR = "reproductions"  # committed: one folder per reproduction
 REPORT = "REPRODUCTIONS.md"
@@ -168,8 +168,10 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
 
 
 def _describe(result: dict) -> str:
-  shown = {name: format_metric(name, value) for name, value in result["metrics"].items()}
-  return f"validation loss {shown['validation_loss']}, {shown['tokens_per_second']} tokens/s, {shown['wall_seconds']}"
+  shown = {name: format_metric(name, value) for name, value in result["metrics"].items() if name in METRICS}
+  bleu = f", BLEU {shown['bleu']}" if "bleu" in shown else ""
+  return (f"validation loss {shown['validation_loss']}{bleu}, {shown['tokens_per_second']} tokens/s, "
+          f"{shown['wall_seconds']}")
 
 
 def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dict]]:

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from decoders import interop
 from decoders.layers import partitioning
 from decoders.models import decoder_lm
-from experiments import config_rules, metrics, optimizers, preemption, pretrained, sharding, tasks
+from experiments import attention_maps, config_rules, metrics, optimizers, preemption, pretrained, sharding, tasks
 from experiments import workdir as workdir_lib
 from experiments.checkpointing import Checkpointer
 from experiments.config_rules import TEXT, integer
@@ -146,7 +146,8 @@ def _train(config, task, trainer, checkpointer, state, batches, writer, workdir)
       raise diverged("the loss or gradients", bad[0])
     elapsed = time.perf_counter() - window_start
     rate = window_steps * task.units_per_step() / max(elapsed, 1e-9)
-    logged = {**mean_metrics(fetched), f"{task.unit}_per_second": rate, "steps_per_second": window_steps / max(elapsed, 1e-9)}
+    logged = {**mean_metrics(fetched), f"{task.unit}_per_second": rate}
+    logged["steps_per_second"] = window_steps / max(elapsed, 1e-9)
     writer.write(step, "train", logged)
     bar.show(step, logged, rate)
     pending, window_start, window_steps = [], time.perf_counter(), 0
@@ -273,3 +274,16 @@ def sample(config, workdir: str, prompts: Sequence[str] | None = None, stream: b
   if not pieces:
     print(text if text is not None else f"task {config.task!r} has nothing to sample", flush=True)
   return text
+
+
+def attention(config, workdir: str, prompts: Sequence[str] | None = None) -> list[str]:
+  """Draws the attention of the newest checkpoint's output for each prompt (default: sample.prompt) as a PNG in
+  <workdir>/attention; returns the paths."""
+  task, _, state = restore_for_inference(config, workdir)
+  paths = []
+  for index, prompt in enumerate(prompts or [config.sample.prompt]):
+    source, target, weights = task.alignment(state.params, prompt)
+    path = os.path.join(workdir, attention_maps.FOLDER, f"{index}.png")
+    paths.append(attention_maps.draw(source, target, weights, path, f"step {int(state.step)}: {prompt}"))
+    print(f"attention of the translation of {prompt!r}: {path}", flush=True)
+  return paths

@@ -2,6 +2,8 @@
 
     model, params = load_hf_checkpoint("path/to/folder")      # gpt2, llama or mistral
     logits = model.apply({"params": params}, tokens)          # [batch, length, vocab], float32
+    model, params = load_hf_checkpoint("path/to/t5_or_bart")  # an EncoderDecoder
+    logits = model.apply({"params": params}, encoder_tokens, decoder_tokens)  # [batch, target length, vocab]
     save_hf_checkpoint(model, params, "path/to/out")          # AutoModelForCausalLM.from_pretrained reads it
 
 Only JSON and safetensors are read: no pickle, no code from the folder. The parameters
@@ -19,11 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from decoders.errors import ConfigError, WeightsError
-from decoders.interop import conversion, hf_gpt2, hf_llama, safetensors
+from decoders.interop import conversion, hf_bart, hf_gpt2, hf_llama, hf_t5, safetensors
 from decoders.models import decoder_lm
 
-# model_type -> the module that knows its config.json keys and tensor names.
-ARCHITECTURES: dict[str, types.ModuleType] = {"gpt2": hf_gpt2, "llama": hf_llama, "mistral": hf_llama}
+# model_type -> the module that knows its config.json keys and tensor names. A module whose model is not a DecoderLM
+# names its class (MODEL: an EncoderDecoder, which takes a source and a target) and reads the tensor names too.
+ARCHITECTURES: dict[str, types.ModuleType] = {
+    "gpt2": hf_gpt2, "llama": hf_llama, "mistral": hf_llama, "t5": hf_t5, "bart": hf_bart,
+}
 CONFIG_FILE = "config.json"
 
 
@@ -57,23 +62,27 @@ def with_prefix(tensors: Mapping[str, np.ndarray], prefix: str) -> Mapping[str, 
   return {(name if name.startswith("lm_head.") else prefix + name): value for name, value in tensors.items()}
 
 
-def from_tensors(hf: dict, tensors: Mapping[str, np.ndarray], source: str) -> tuple[decoder_lm.DecoderLM, dict]:
+def from_tensors(hf: dict, tensors: Mapping[str, np.ndarray], source: str) -> tuple[nn.Module, dict]:
   """(model, params) for a config.json dict and its tensors by Hugging Face name; used for GGUF files too."""
   arch = architecture(hf, source)
+  tensors = with_prefix(tensors, arch.PREFIX)
+  model_class = getattr(arch, "MODEL", decoder_lm.DecoderLM)
+  decoder_only = model_class is decoder_lm.DecoderLM
   try:
-    cfg = arch.config_from_hf(hf, source)
+    cfg = arch.config_from_hf(hf, source) if decoder_only else arch.config_from_hf(hf, source, frozenset(tensors))
   except ConfigError as error:  # sizes that are each fine but cannot go together (heads not dividing the width)
     raise WeightsError(f"{source}: config.json describes no model we can build: {error}") from None
-  model = decoder_lm.DecoderLM(cfg)
-  params = conversion.params_from_tensors(arch.rules(cfg), with_prefix(tensors, arch.PREFIX), source, arch.IGNORED)
+  model = model_class(cfg)
+  params = conversion.params_from_tensors(arch.rules(cfg), tensors, source, arch.IGNORED)
   # The rules must fill the model's tree exactly; a difference is a bug in the rules, not in the file.
-  expected = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]))
+  inputs = [jnp.zeros((1, 1), jnp.int32)] * (1 if decoder_only else 2)  # tokens, or a source and a target
+  expected = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), *inputs)["params"]))
   if jax.tree.structure(expected) != jax.tree.structure(params):
     raise AssertionError(f"the {hf['model_type']} rules do not give the model's parameter tree")
   return model, jax.tree.map(jnp.asarray, params)
 
 
-def load_hf_checkpoint(directory: str) -> tuple[decoder_lm.DecoderLM, dict]:
+def load_hf_checkpoint(directory: str) -> tuple[nn.Module, dict]:
   """The model a Hugging Face folder (config.json + model.safetensors, or its sharded index) holds, and its params."""
   hf = read_config(directory)
   architecture(hf, directory)  # an unsupported model_type is named before any weight is read

@@ -63,7 +63,8 @@ def attention(query, key, value, mask, implementation="xla", dropout_rng=None, d
 
 
 class MultiHeadAttention(nn.Module):
-  """Self-attention with `num_heads` heads of size `head_dim` projected back to the input width.
+  """Self-attention (or cross-attention, given a `source`) with `num_heads` heads of size `head_dim` projected back
+  to the input width.
 
   `num_kv_heads` key/value heads (0: one per query head) make it grouped-query attention;
   `rope_base` > 0 rotates query and key by position (RoPE, Su et al. 2021).
@@ -82,12 +83,16 @@ class MultiHeadAttention(nn.Module):
   weights: str = "float"  # one of quantization.WEIGHTS: int8 stores the projections' kernels as int8 + scales
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool, bias=None, positions=None, cache=None):
+  def __call__(self, x, mask, *, deterministic: bool, bias=None, positions=None, cache=None, source=None):
     """x: [b, length, width]; mask, bias: as `attention`; positions (for RoPE): [b|-, length], default arange.
 
     With `cache` (a kv_cache.LayerCache: every layer's cache, this layer's index, the new tokens'
     positions), the queries attend over what the cache keeps and the new keys, the cache masks by
     the positions it holds (`mask` must be None), and the result is (output, cache updated).
+
+    A `source` makes it cross-attention (Vaswani et al. 2017, sec. 3.2.3): the keys and values come from another
+    sequence, an encoder's output [b, s, width], or are the pair (key, value) [b, s, kv_heads, head_dim] that a call
+    with x None returns, so a decoder projects its source once for every step. RoPE rotates self-attention only.
     """
     kv_heads = self.num_kv_heads or self.num_heads
     if kv_heads < 1 or self.num_heads % kv_heads:
@@ -104,10 +109,15 @@ class MultiHeadAttention(nn.Module):
           name=name,
       )
 
+    if isinstance(source, tuple):
+      key, value = source
+    else:
+      inputs = x if source is None else source
+      key, value = projection("key", kv_heads, KV_HEADS)(inputs), projection("value", kv_heads, KV_HEADS)(inputs)
+      if x is None:
+        return key, value
     query = projection("query", self.num_heads, HEADS)(x)
-    key = projection("key", kv_heads, KV_HEADS)(x)
-    value = projection("value", kv_heads, KV_HEADS)(x)
-    if self.rope_base > 0:
+    if self.rope_base > 0 and source is None:
       positions = jnp.arange(x.shape[-2]) if positions is None else positions
       query, key = apply_rope(query, positions, self.rope_base), apply_rope(key, positions, self.rope_base)
     implementation = self.implementation

@@ -19,8 +19,9 @@ ACTIVATIONS = {
     "gelu_tanh": functools.partial(nn.gelu, approximate=True),  # their tanh approximation (GPT-2, BERT)
     "swiglu": nn.silu,  # gated, Swish with beta = 1 (LLaMA, Mistral)
     "geglu": functools.partial(nn.gelu, approximate=False),  # gated
+    "geglu_tanh": functools.partial(nn.gelu, approximate=True),  # gated, tanh GELU (T5 v1.1's "gated-gelu")
 }
-GATED = ("swiglu", "geglu")
+GATED = ("swiglu", "geglu", "geglu_tanh")
 
 
 class FeedForward(nn.Module):

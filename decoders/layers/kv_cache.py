@@ -22,6 +22,12 @@ A `CacheSpec` (static: jit specialises on it) picks how values are stored and wh
                         the price of attention over a subset of the past (kv_eviction.py).
 The whole cache travels through the layers (see `LayerCache`): each layer updates its own
 slice in place, so a decoding step writes one token per layer instead of copying the cache.
+
+A prefix LM's cache (Raffel et al. 2020, sec. 3.2.1) also keeps each row's prefix length: the first
+tokens a row is given, its prompt, see each other both ways during their prefill, and every later
+token sees them causally anyway. Kept in the cache rather than inferred from an empty row, a
+rewind (speculative decoding) never turns re-fed or drafted tokens into a prefix. H2O cannot serve
+it: it takes a prompt token by token, so no prompt token could see a later one.
 """
 import dataclasses
 import math
@@ -99,6 +105,8 @@ class KVCache:
   # "h2o": the position each slot of each KV head holds (-1: empty), and its accumulated attention.
   slot_positions: jax.Array | None = None  # [layers, batch, capacity, kv_heads] int32
   scores: jax.Array | None = None  # [layers, batch, capacity, kv_heads] float32
+  # A prefix LM's: [batch] int32, positions below it visible to every token of the row (0: none yet; `with_prefixes`).
+  prefix_lengths: jax.Array | None = None
   spec: CacheSpec = flax.struct.field(pytree_node=False, default=CacheSpec())
 
   @property
@@ -107,8 +115,10 @@ class KVCache:
 
   @classmethod
   def zeros(cls, num_layers: int, batch: int, capacity: int, kv_heads: int, head_dim: int, dtype=jnp.float32,
-            spec: CacheSpec = CacheSpec()):
+            spec: CacheSpec = CacheSpec(), prefix_lm: bool = False):
     spec.check(capacity, head_dim)
+    if prefix_lm and spec.eviction == "h2o":
+      raise ConfigError("a prefix LM cannot decode with cache eviction='h2o': it takes the prompt token by token")
     shape = (num_layers, batch, capacity, kv_heads)
     fields = {}  # one array per field, never shared: a caller may donate the cache to a jitted step
     if spec.quantization == "none":
@@ -120,6 +130,8 @@ class KVCache:
       fields["key_scale"], fields["value_scale"] = (jnp.zeros(shape, jnp.float32) for _ in range(2))
     if spec.eviction == "h2o":
       fields["slot_positions"], fields["scores"] = jnp.full(shape, -1, jnp.int32), jnp.zeros(shape, jnp.float32)
+    if prefix_lm:
+      fields["prefix_lengths"] = jnp.zeros((batch,), jnp.int32)
     return cls(lengths=jnp.zeros((batch,), jnp.int32), spec=spec, **fields)
 
   def nbytes(self) -> int:
@@ -129,8 +141,16 @@ class KVCache:
   def select_rows(self, rows: jax.Array) -> "KVCache":
     """The cache of rows `rows` [new_batch] (indices into the batch, repeats allowed): beam search
     reorders its hypotheses' caches with it, and expands one prompt's cache to its beams."""
-    per_layer = jax.tree.map(lambda x: jnp.take(x, rows, axis=1), self.replace(lengths=None))
-    return per_layer.replace(lengths=self.lengths[rows])
+    per_layer = jax.tree.map(lambda x: jnp.take(x, rows, axis=1), self.replace(lengths=None, prefix_lengths=None))
+    prefix_lengths = None if self.prefix_lengths is None else self.prefix_lengths[rows]
+    return per_layer.replace(lengths=self.lengths[rows], prefix_lengths=prefix_lengths)
+
+  def with_prefixes(self, added: jax.Array) -> "KVCache":
+    """A prefix LM's cache about to take `added` [batch] tokens per row: a row with no prefix yet gets them as
+    its prefix (its prompt: the first tokens it is given). Any other cache is returned as it is."""
+    if self.prefix_lengths is None:
+      return self
+    return self.replace(prefix_lengths=jnp.where(self.prefix_lengths == 0, added, self.prefix_lengths))
 
   def rewind(self, lengths: jax.Array) -> "KVCache":
     """The cache with rows cut back to `lengths` (no more than they have): entries past a row's length are
@@ -210,7 +230,7 @@ class LayerCache:
       key_positions = jnp.concatenate([self.slot_positions(cache.lengths), self.positions], axis=1)
       cache = cache.write(self.layer, self.slots(), key, value)
     mask = masks.combine(
-        masks.cached_causal_mask(self.positions, key_positions, self.window),
+        masks.cached_causal_mask(self.positions, key_positions, self.window, cache.prefix_lengths),
         kv_eviction.kept_by_policy(self.positions, key_positions, spec, cache.capacity),
     )
     return kernel(query, keys, values, mask), self.replace(cache=cache)

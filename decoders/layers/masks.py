@@ -34,17 +34,24 @@ def sliding_window_mask(length: int, window: int) -> jax.Array:
   return ((j <= i) & (i - j < window))[None, None]
 
 
-def cached_causal_mask(query_positions: jax.Array, key_positions: jax.Array, window: int = 0) -> jax.Array:
-  """[batch, 1, q, k] causal (or sliding-window) mask of new queries over the keys a cache holds.
+def cached_causal_mask(
+    query_positions: jax.Array, key_positions: jax.Array, window: int = 0, prefix_lengths: jax.Array | None = None
+) -> jax.Array:
+  """[batch, 1, q, k] causal (or sliding-window, or prefix LM) mask of new queries over the keys a cache holds.
 
   `query_positions` [batch, q] and `key_positions` [batch|1, k] are absolute positions (a cache
   without eviction: its slot indices); -1 marks an empty slot. Key j is visible to query i iff
   0 <= position(j) <= position(i) and, with a window, position(i) - position(j) < window (Jiang et
   al. 2023). A slot past a row's length lies after its queries, so a stale entry stays hidden.
+  With `prefix_lengths` [batch], a key at a position below its row's prefix length is visible to
+  every query too, as in `prefix_lm_mask` (the window still bounds how far back a query looks).
   """
   i = jnp.asarray(query_positions)[:, None, :, None]
   j = jnp.asarray(key_positions)[:, None, None, :]
-  visible = (j >= 0) & (j <= i)
+  seen = j <= i
+  if prefix_lengths is not None:
+    seen = seen | (j < jnp.asarray(prefix_lengths)[:, None, None, None])
+  visible = (j >= 0) & seen
   return visible & (i - j < window) if window else visible
 
 
@@ -57,15 +64,18 @@ def padding_mask(valid: jax.Array) -> jax.Array:
   return jnp.asarray(valid).astype(jnp.bool_)[:, None, None, :]
 
 
-def prefix_lm_mask(length: int, prefix_lengths: jax.Array) -> jax.Array:
+def prefix_lm_mask(length: int, prefix_lengths: jax.Array, window: int = 0) -> jax.Array:
   """[batch, 1, q, k] mask that is bidirectional over each row's prefix and causal after it.
 
-  The prefix LM of Raffel et al. 2020 (sec. 3.2.1) and UniLM (Dong et al. 2019): key j is
-  visible to query i iff j <= i or j < prefix_lengths[b]. A prefix length of 0 is causal.
+  The prefix LM of Raffel et al. 2020 (sec. 3.2.1, fig. 3 right) and UniLM (Dong et al. 2019): key
+  j is visible to query i iff j <= i or j < prefix_lengths[b]. A prefix length of 0 is causal.
+  A sliding `window` (0: none) keeps only keys with i - j < window: it bounds how far back a query
+  looks, never what it sees ahead in the prefix (`cached_causal_mask` decodes the same mask).
   """
   i, j = _positions(length)
   prefix = jnp.asarray(prefix_lengths)[:, None, None]
-  return ((j <= i) | (j < prefix))[:, None]
+  visible = (j <= i) | (j < prefix)
+  return (visible & (i - j < window) if window else visible)[:, None]
 
 
 def segment_mask(segment_ids: jax.Array) -> jax.Array:

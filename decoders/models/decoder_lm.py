@@ -8,6 +8,12 @@ Variants are chosen by the string fields of `DecoderLMConfig` (positions, norm,
 activation, attention kernel) and a few sizes (KV heads for GQA/MQA, a sliding
 window); named presets live in `PRESETS`.
 
+Prefix LM (Raffel et al. 2020, sec. 3.2.1, fig. 3 right): attention is fully visible over a
+prefix (for translation the source, "translate English to German: ...") and causal after it.
+Training needs no config field: `__call__(tokens, prefix_lengths=...)` masks so. Decoding with
+`prefix_lm=True` takes each row's prompt as its prefix, so a prefill of the prompt and the steps
+after it give the logits `__call__` gives with prefix_lengths = the prompts' lengths.
+
 Scale: `dtype="bfloat16"` computes in bfloat16 while parameters (hence gradients and
 optimizer state), norm statistics, softmax, logits and loss stay float32; `remat`
 recomputes each block's activations in the backward pass instead of keeping them;
@@ -90,6 +96,9 @@ class DecoderLMConfig:
   # scale per output channel, so a batch-1 decoding step reads a quarter of float32's bytes. The
   # parameters come from quantization.quantize_params; int8 values have no gradient to train.
   weights: str = "float"
+  # A decoding choice: the prompt is a fully visible prefix (Raffel et al. 2020, sec. 3.2.1), as in a model trained
+  # with `DecoderLM.__call__(..., prefix_lengths=...)`; the cache keeps each row's prefix length (kv_cache.KVCache).
+  prefix_lm: bool = False
 
   def __post_init__(self):
     for field in ("vocab_size", "num_layers", "width", "num_heads", "mlp_dim", "max_len", "vocab_multiple"):
@@ -363,7 +372,8 @@ def init_cache(
   """An empty cache of `capacity` slots for `batch` rows, sized by the KV heads, stored and evicting as `spec`
   says (by default: the compute dtype, slot = position, so it holds up to `capacity` tokens)."""
   return kv_cache.KVCache.zeros(
-      config.num_layers, batch, capacity, config.kv_heads, config.head_dim, DTYPES[config.dtype], spec
+      config.num_layers, batch, capacity, config.kv_heads, config.head_dim, DTYPES[config.dtype], spec,
+      config.prefix_lm,
   )
 
 
@@ -413,22 +423,32 @@ class DecoderLM(nn.Module):
       )
 
   def __call__(
-      self, tokens: jax.Array, *, train: bool = False, positions: jax.Array | None = None, segment_ids: jax.Array | None = None
+      self, tokens: jax.Array, *, train: bool = False, positions: jax.Array | None = None,
+      segment_ids: jax.Array | None = None, prefix_lengths: jax.Array | None = None,
   ) -> jax.Array:
     """Logits [batch, length, padded_vocab_size]; those of padding ids are the float32 minimum.
 
     For packed rows (several documents in one row), `segment_ids` [batch, length]
     (1, 2, ... per document, 0 for padding) keep attention within each document and
     `positions` [batch, length] restart at 0 for each; by default one document per row.
+    With `prefix_lengths` [batch], each row's first tokens see each other both ways (a prefix LM,
+    masks.prefix_lm_mask; a packed row's prefix is its first tokens, cut to its first document's).
     """
     cfg = self.config
     length = tokens.shape[-1]
     if length > cfg.max_len:
       raise ConfigError(f"input length {length} exceeds model.max_len={cfg.max_len}")
+    if prefix_lengths is not None and jnp.shape(prefix_lengths) != tokens.shape[:1]:
+      raise ConfigError(f"prefix_lengths of shape {jnp.shape(prefix_lengths)} must be [batch]: {tokens.shape[:1]}")
     positions = jnp.arange(length)[None] if positions is None else positions
     x = self.embed_inputs(tokens, positions)
     x = self.embed_dropout(x, deterministic=not train)
-    causal = masks.sliding_window_mask(length, cfg.sliding_window) if cfg.sliding_window else masks.causal_mask(length)
+    if prefix_lengths is not None:
+      causal = masks.prefix_lm_mask(length, prefix_lengths, cfg.sliding_window)
+    elif cfg.sliding_window:
+      causal = masks.sliding_window_mask(length, cfg.sliding_window)
+    else:
+      causal = masks.causal_mask(length)
     mask = masks.combine(causal, None if segment_ids is None else masks.segment_mask(segment_ids))
     x = self.blocks(x, mask, positions, deterministic=not train)
     return self.logits(x)
@@ -472,7 +492,8 @@ class DecoderLM(nn.Module):
     [batch], then each step passes one token per row. Row b's tokens sit at positions
     cache.lengths[b], ... and see every cached position before them (or the last
     `sliding_window`, or what an evicting cache keeps: kv_cache.CacheSpec); the cache then
-    counts `valid_lengths` more tokens (default t).
+    counts `valid_lengths` more tokens (default t). With `prefix_lm`, the first tokens a row is
+    given (its prompt) also see each other.
     """
     hidden, cache = self.tokens_to_hidden(tokens, cache, valid_lengths)
     return self.unembed_hidden(hidden), cache
@@ -492,6 +513,7 @@ class DecoderLM(nn.Module):
     positions = cache.lengths[:, None] + jnp.arange(length)[None]
     x = self.embed_inputs(tokens, positions)
     added = jnp.full_like(cache.lengths, length) if valid_lengths is None else jnp.asarray(valid_lengths, jnp.int32)
+    cache = cache.with_prefixes(added)
     layer_cache = kv_cache.LayerCache(cache, jnp.int32(0), positions, added, window=cfg.sliding_window)
     x, layer_cache = self.blocks(x, None, positions, deterministic=True, cache=layer_cache)
     cache = layer_cache.cache
@@ -503,5 +525,7 @@ class DecoderLM(nn.Module):
     The cache-free decoding seam: a sampler calls this on a fixed-size window so the
     whole generation compiles once; `tokens_to_logits` is the cached one.
     """
+    if self.config.prefix_lm:
+      raise ConfigError("model.prefix_lm=True: next_token_logits cannot tell the prompt; decode with generate")
     logits = self(window, train=False)
     return jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)

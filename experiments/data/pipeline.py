@@ -174,3 +174,62 @@ def pack_sequences(sequences: list[np.ndarray], length: int) -> grain.MapDataset
     return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
 
   return grain.MapDataset.source([materialise(parts) for parts in rows])
+
+
+class _BucketedBatches:
+  """Global batches of rows of one length bucket each, endless and indexable by step.
+
+  Epoch e (seeded by (seed, e)): each bucket's rows shuffled and cut into full batches, then the
+  batches of every bucket shuffled together. A step's batch depends only on its index, so
+  BatchIterator's position resumes it exactly, as for `training_batches`.
+  """
+
+  EPOCHS = 1_000_000  # "endless": indices run through this many epochs
+
+  def __init__(self, arrays, buckets, batch_size, seed, process_index, process_count, crop):
+    if batch_size % process_count:
+      raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes")
+    self._arrays, self._batch_size, self._seed, self._crop = arrays, batch_size, seed, crop
+    self._share = slice(process_index, None, process_count)
+    self._members = [np.flatnonzero(buckets == b) for b in range(int(buckets.max()) + 1)]
+    self._per_epoch = sum(len(m) // batch_size for m in self._members)
+    if not self._per_epoch:
+      raise ValueError(f"no length bucket holds a batch of {batch_size} rows")
+    self._plan_epoch, self._plan = None, []
+
+  def __len__(self) -> int:
+    return self._per_epoch * self.EPOCHS
+
+  def _plan_of(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+    rng = np.random.default_rng([self._seed, epoch])
+    batches = []
+    for bucket, members in enumerate(self._members):
+      order = rng.permutation(members)
+      size = self._batch_size
+      batches += [(bucket, order[i * size : (i + 1) * size]) for i in range(len(members) // size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    epoch, within = divmod(int(index), self._per_epoch)
+    if epoch != self._plan_epoch:
+      self._plan_epoch, self._plan = epoch, self._plan_of(epoch)
+    bucket, rows = self._plan[within]
+    rows = np.sort(rows)[self._share]  # this process's share of the global batch
+    return self._crop({name: array[rows] for name, array in self._arrays.items()}, bucket)
+
+
+def length_bucketed_batches(
+    arrays: dict[str, np.ndarray],
+    buckets: np.ndarray,
+    crop: Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]],
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+  """Endless batches whose rows share a length bucket (`buckets` [rows]: each row's, 0 the shortest), each batch
+  cut by `crop(batch, bucket)` to its bucket's padded length: short sentences stop paying for the longest's padding,
+  at one compiled step per bucket. Each process reads its own share of every global batch."""
+  return grain.MapDataset.source(
+      _BucketedBatches(arrays, buckets, batch_size, seed, process_index, process_count, crop)
+  )

@@ -6,12 +6,18 @@ REPRODUCTIONS.md has one section per entry of ABLATIONS, in this order; a new on
 a module here and a line below.
 """
 from experiments.errors import UserError
-from experiments.reproductions import shakespeare_char, smollm2_shakespeare, transformer_variants
+from experiments.reproductions import (
+    rnn_translation, shakespeare_char, smollm2_shakespeare, transformer_translation, transformer_variants,
+)
 from experiments.reproductions.base import Ablation
 
 ABLATIONS: dict[str, Ablation] = {
     ablation.name: ablation
-    for ablation in (shakespeare_char.ABLATION, transformer_variants.ABLATION, smollm2_shakespeare.ABLATION)
+    for ablation in (
+        shakespeare_char.ABLATION, transformer_variants.ABLATION, smollm2_shakespeare.ABLATION,
+        rnn_translation.BAHDANAU, rnn_translation.LUONG, rnn_translation.SUTSKEVER, rnn_translation.BENGIO,
+        transformer_translation.VASWANI, transformer_translation.BEAM,
+    )
 }
 
 

@@ -26,11 +26,27 @@ METRICS = {
     "wall_seconds": ("wall time", None),  # minutes and seconds: see format_metric
     "bleu": ("test BLEU", "{:.2f}"),
     "chrf": ("test chrF", "{:.2f}"),
+    **{f"bleu_beam_{w}": (f"BLEU, beam {w}" if w > 1 else "BLEU, greedy", "{:.2f}") for w in (1, 2, 4, 8)},
 }
 
 
 # The plots of each results folder (plots.py draws them, the report links them): file -> what it shows.
 PLOTS = {"validation_loss.png": "validation loss", "loss_curves.png": "loss curves", "tokens_per_second.png": "tokens/s"}
+TRANSLATION_PLOTS = {"bleu_by_length.png": "BLEU by source length"}
+LENGTH_METRIC = "bleu_words_"  # the translation task's BLEU per bucket of source words: bleu_words_10_19, ...
+
+
+def bleu_by_length(run: Mapping[str, Any]) -> list[tuple[int, float]]:
+  """(lowest source length in words, BLEU) of each length bucket of a translation run, shortest first."""
+  buckets = [(int(name[len(LENGTH_METRIC):].split("_")[0]), value) for name, value in run["metrics"].items()
+             if name.startswith(LENGTH_METRIC)]
+  return sorted(buckets)
+
+
+def plot_names(document: Mapping[str, Any]) -> dict[str, str]:
+  """The plots a results document's runs have (plots.py draws them): file -> what it shows."""
+  translates = any(bleu_by_length(run) for run in document["runs"])
+  return {**PLOTS, **(TRANSLATION_PLOTS if translates else {})}
 
 
 def format_metric(name: str, value: float | None) -> str:

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments.reproductions.base import Verdict, format_metric
+from experiments.reproductions.base import Verdict, bleu_by_length, format_metric
 
 RunResult = Mapping[str, Any]  # {"name", "levels", "metrics", "curves", ...}: one run of results.json
 UNITS = {
@@ -166,8 +166,13 @@ class Lower:
     if found is None or other is None or None in (found["metrics"].get(self.metric), other["metrics"].get(self.metric)):
       return Verdict(f"runs {self.run!r} and {self.than!r} do not both have {self.metric}", None)
     ours, theirs = found["metrics"][self.metric], other["metrics"][self.metric]
-    unit = UNITS.get(self.metric, "")
-    return Verdict(f"{ours:.4f} against {theirs:.4f} {unit} ({ours - theirs:+.4f})", ours < theirs - self.margin)
+    return Verdict(self.measured(ours, theirs), self.holds(ours, theirs))
+
+  def measured(self, ours: float, theirs: float) -> str:
+    return f"{ours:.4f} against {theirs:.4f} {UNITS.get(self.metric, '')} ({ours - theirs:+.4f})"
+
+  def holds(self, ours: float, theirs: float) -> bool:
+    return ours < theirs - self.margin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,3 +188,67 @@ class SampleStartsWith:
     if sample is None:
       return Verdict(f"run {self.run!r} has no sample", None)
     return Verdict(f"{sample[: len(self.text) + 20]!r}", sample.startswith(self.text))
+
+
+@dataclasses.dataclass(frozen=True)
+class Higher(Lower):
+  """`metric` of the run `run` is above that of the run `than` by more than `margin` (BLEU: higher is better)."""
+
+  def measured(self, ours: float, theirs: float) -> str:
+    shown = lambda value: format_metric(self.metric, value)  # noqa: E731
+    return f"{self.run} {shown(ours)} against {self.than} {shown(theirs)} ({ours - theirs:+.2f})"
+
+  def holds(self, ours: float, theirs: float) -> bool:
+    return ours > theirs + self.margin
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldsWithLength:
+  """BLEU on sources of `long_from`+ words, as a fraction of BLEU on shorter ones, is higher for `run` than `than`.
+
+  Bahdanau et al. 2015, Fig. 2: the fixed-context model's BLEU falls as sentences grow, the
+  attention model's much less; the ratio compares the fall without the models' overall levels.
+  """
+
+  run: str
+  than: str
+  long_from: int = 30
+
+  def _ratio(self, run: RunResult) -> tuple[float, float, float] | None:
+    buckets = bleu_by_length(run)
+    short = [bleu for low, bleu in buckets if low < self.long_from]
+    long = [bleu for low, bleu in buckets if low >= self.long_from]
+    if not short or not long or statistics.fmean(short) <= 0:
+      return None
+    return statistics.fmean(long) / statistics.fmean(short), statistics.fmean(short), statistics.fmean(long)
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    found, other = _find(runs, self.run), _find(runs, self.than)
+    ratios = [None if r is None else self._ratio(r) for r in (found, other)]
+    if None in ratios:
+      return Verdict(f"runs {self.run!r} and {self.than!r} do not both have BLEU on short and long sources", None)
+    (ours, our_short, our_long), (theirs, their_short, their_long) = ratios
+    measured = (
+        f"BLEU at {self.long_from}+ words / under {self.long_from}: {self.run} {our_long:.1f} / {our_short:.1f} = "
+        f"{ours:.2f}, {self.than} {their_long:.1f} / {their_short:.1f} = {theirs:.2f}"
+    )
+    return Verdict(measured, ours > theirs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exceeds:
+  """Within the run `run`: `metric` is above `than` by more than `margin` (beam search's BLEU above greedy's)."""
+
+  run: str
+  metric: str
+  than: str
+  margin: float = 0.0
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    found = _find(runs, self.run)
+    values = [None if found is None else found["metrics"].get(name) for name in (self.metric, self.than)]
+    if None in values:
+      return Verdict(f"run {self.run!r} has no {self.metric} and {self.than}", None)
+    ours, theirs = values
+    return Verdict(f"{self.metric} {ours:.2f} against {self.than} {theirs:.2f} ({ours - theirs:+.2f})",
+                   ours > theirs + self.margin)

@@ -3,6 +3,8 @@
     validation_loss.png     final validation loss per run (bars)
     loss_curves.png         training loss over steps per run (lines) and its periodic evaluations (dots)
     tokens_per_second.png   median training throughput per run (bars)
+    bleu_by_length.png      a translation's test BLEU per source-length bucket, a line per run (Bahdanau et al.
+                            2015, Fig. 2); only where the runs translate
 """
 import os
 from collections.abc import Mapping, Sequence
@@ -13,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the machines that run sweeps have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.reproductions.base import METRICS, PLOTS  # noqa: E402
+from experiments.reproductions.base import METRICS, bleu_by_length, plot_names  # noqa: E402
 
 
 def _bars(runs: Sequence[Mapping[str, Any]], metric: str, path: str, zoom: bool) -> None:
@@ -57,11 +59,26 @@ def _curves(runs: Sequence[Mapping[str, Any]], path: str) -> None:
   plt.close(figure)
 
 
+def _bleu_by_length(runs: Sequence[Mapping[str, Any]], path: str) -> None:
+  figure, axes = plt.subplots(figsize=(8, 5))
+  for run in runs:
+    buckets = bleu_by_length(run)
+    axes.plot([low for low, _ in buckets], [bleu for _, bleu in buckets], "o-", label=run["name"])
+  axes.set_xlabel("source sentence length (words; each point is a bucket of 10 from there)")
+  axes.set_ylabel("test BLEU")
+  axes.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
 def draw(document: Mapping[str, Any], folder: str) -> list[str]:
   """Writes the plots of `document` into `folder`; returns their paths."""
   runs = document["runs"]
-  paths = {name: os.path.join(folder, name) for name in PLOTS}
+  paths = {name: os.path.join(folder, name) for name in plot_names(document)}
   _bars(runs, "validation_loss", paths["validation_loss.png"], zoom=True)
   _curves(runs, paths["loss_curves.png"])
   _bars(runs, "tokens_per_second", paths["tokens_per_second.png"], zoom=False)
+  if "bleu_by_length.png" in paths:
+    _bleu_by_length(runs, paths["bleu_by_length.png"])
   return list(paths.values())

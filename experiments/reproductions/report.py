@@ -7,7 +7,7 @@ edited (`python -m experiments.reproduce --regenerate`) and reviewed as a diff.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments.reproductions.base import METRICS, PLOTS, Ablation, format_metric
+from experiments.reproductions.base import METRICS, Ablation, format_metric, plot_names
 
 COMMAND = "python -m experiments.reproduce"
 HEADER = f"""\
@@ -90,7 +90,7 @@ def section(ablation: Ablation, document: Mapping[str, Any] | None, folder: str 
   lines += [*claims_table(ablation, document["runs"] if document else None), ""]
   if document is not None:
     lines += [*runs_table(ablation, document["runs"]), "", provenance(document)]
-    plots = [f"[{label}]({folder}/{name})" for name, label in PLOTS.items()]
+    plots = [f"[{label}]({folder}/{name})" for name, label in plot_names(document).items()]
     lines += [f"Plots: {', '.join(plots)}; all numbers: [{folder}/results.json]({folder}/results.json).", ""]
     if ablation.show_samples:
       lines += samples(document["runs"])

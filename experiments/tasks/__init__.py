@@ -5,11 +5,13 @@ from experiments.tasks.autoencoder import AutoencoderTask
 from experiments.tasks.base import Objective, Task
 from experiments.tasks.language_model import LanguageModelTask
 from experiments.tasks.masked_lm import MaskedLMTask
+from experiments.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "language_model": LanguageModelTask,
     "autoencoder": AutoencoderTask,
     "masked_lm": MaskedLMTask,
+    "translation": TranslationTask,
 }
 
 

@@ -130,6 +130,12 @@ class Task(abc.ABC):
     del params
     return {}
 
+  def alignment(self, params: Params, prompt: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(source tokens, output tokens, attention weights [outputs, sources]) of the model's output for `prompt`, for
+    --mode=attention's picture; a task whose model attends over no source has none."""
+    del params, prompt
+    raise ConfigError(f"--mode=attention: task {self.config.task!r} has no source to align its outputs with")
+
   def pretrained_params(self, init_from: str) -> Params:
     """The parameters `config.init_from` names, in this task's layout (experiments/pretrained.py)."""
     raise ConfigError(f"init_from={init_from!r}: task {self.config.task!r} cannot start from pretrained weights")

@@ -87,9 +87,9 @@ def test_every_key_rejects_a_value_out_of_range(name, key):
   value = dict(_leaves(config))[key]
   if isinstance(value, bool):
     pytest.skip("True and False are both valid")
-  # -2 is below the range of every number here (mesh sizes accept -1: "all the rest");
-  # a string no enum has; an empty tuple of channels.
-  bad = -2 if isinstance(value, (int, float)) else "no-such-choice" if isinstance(value, str) else ()
+  # -2 is below the range of every number here (mesh sizes accept -1: "all the rest"), and of every tuple's
+  # entries (channels, beam widths); a string no enum has.
+  bad = -2 if isinstance(value, (int, float)) else "no-such-choice" if isinstance(value, str) else (-2,)
   _check_fails(_with(config, key, bad), f"{key}=")
 
 

@@ -14,10 +14,10 @@ import shutil
 import pytest
 
 from configs import shakespeare_char
-from experiments import reproduce, reproductions, train
+from experiments import inspection, reproduce, reproductions, train
 from experiments.errors import UserError
 from experiments.reproductions import base as base_lib
-from experiments.reproductions.claims import Paired, Shrinks
+from experiments.reproductions.claims import Exceeds, Higher, HoldsWithLength, Paired, Shrinks
 from experiments.tasks import language_model
 
 CLAIM = "A wider feed-forward layer lowers the loss"
@@ -178,6 +178,30 @@ def test_verdicts_compare_runs_that_differ_only_in_the_claimed_factor():
   assert Paired(LOSS, {"positions": "alibi"}, {"positions": "learned"}, "lower").judge(runs).agrees is None
 
 
+# The reproductions whose runs compare models of (nearly) the same size.
+EQUAL_PARAMETERS = ("shakespeare_char", "transformer_variants", "smollm2_shakespeare", "sutskever2014", "bengio2015")
+
+
+def test_translation_verdicts_read_bleu_overall_by_length_and_by_beam_width():
+  def run(name, bleu, by_length, **metrics):
+    buckets = {f"bleu_words_{low}_{low + 9}": value for low, value in zip(range(0, 60, 10), by_length)}
+    return {"name": name, "levels": {}, "metrics": {"bleu": bleu, **buckets, **metrics}}
+
+  runs = [
+      run("attention", 20.0, [22, 21, 20, 19, 19], bleu_beam_1=20.0, bleu_beam_4=21.5),
+      run("fixed", 15.0, [20, 17, 12, 8, 5]),
+  ]
+  assert Higher("bleu", run="attention", than="fixed").judge(runs).agrees is True
+  assert Higher("bleu", run="attention", than="fixed", margin=6).judge(runs).agrees is False
+  holds = HoldsWithLength(run="attention", than="fixed", long_from=30).judge(runs)
+  assert holds.agrees is True and "attention 19.0 / 21.0 = 0.90" in holds.measured  # (19 + 19) / 2 over (22 + 21 + 20) / 3
+  assert HoldsWithLength(run="fixed", than="attention").judge(runs).agrees is False
+  assert Exceeds("attention", "bleu_beam_4", than="bleu_beam_1").judge(runs).agrees is True
+  assert Exceeds("fixed", "bleu_beam_4", than="bleu_beam_1").judge(runs).agrees is None
+  assert base_lib.plot_names({"runs": runs})["bleu_by_length.png"]
+  assert "bleu_by_length.png" not in base_lib.plot_names({"runs": [{"metrics": {"validation_loss": 1.0}}]})
+
+
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
 @pytest.mark.parametrize("name", list(reproductions.ABLATIONS))
 def test_every_run_of_a_definition_is_valid_and_within_the_parameter_budget(name, quick):
@@ -189,8 +213,9 @@ def test_every_run_of_a_definition_is_valid_and_within_the_parameter_budget(name
   for run in runs:
     config = base_lib.run_config(base, run)
     train.check_config(config)
-    counts.append(language_model.model_config(config, data_vocab_size=1).num_params())
-  assert max(abs(count / counts[0] - 1) for count in counts) <= 0.02, dict(zip((r.name for r in runs), counts))
+    counts.append(inspection.summarize(config).non_embedding)
+  if name in EQUAL_PARAMETERS:  # the others vary the model's size, or add attention, on purpose
+    assert max(abs(count / counts[0] - 1) for count in counts) <= 0.02, dict(zip((r.name for r in runs), counts))
 
 
 def test_the_transformer_variants_grid():

@@ -24,6 +24,7 @@ REFERENCE = {
     "gelu_tanh": _gelu_tanh,
     "swiglu": lambda x: x / (1 + np.exp(-x)),
     "geglu": _gelu_exact,
+    "geglu_tanh": _gelu_tanh,
 }
 
 

@@ -116,3 +116,27 @@ def test_packed_windows_are_the_windows_of_the_joined_documents():
   # Row 1 (tokens 1 2 10 11) holds a boundary; row 3 (10 11 12 13) starts at a document's start.
   np.testing.assert_array_equal(packed[1]["positions"], [0, 1, 0, 1])
   np.testing.assert_array_equal(packed[3]["positions"], [0, 1, 2, 3])
+
+
+def test_length_bucketed_batches_hold_one_bucket_each_cover_every_epoch_and_resume_by_index():
+  rows, batch_size = 40, 4
+  buckets = np.arange(rows) % 3  # rows 0, 3, 6, ... in bucket 0: 14, 13 and 13 rows
+  arrays = {"tokens": np.arange(rows * 6).reshape(rows, 6), "row": np.arange(rows)}
+  crop = lambda batch, bucket: {**batch, "tokens": batch["tokens"][:, : 2 * (bucket + 1)]}  # noqa: E731
+  make = lambda **kw: pipeline.length_bucketed_batches(arrays, buckets, crop, batch_size, seed=7, **kw)  # noqa: E731
+  batches = make()
+  per_epoch = 3 + 3 + 3  # full batches of 14, 13 and 13 rows
+  seen = []
+  for index in range(per_epoch):
+    batch = batches[index]
+    (bucket,) = set(buckets[batch["row"]])
+    assert batch["tokens"].shape == (batch_size, 2 * (bucket + 1))
+    seen += batch["row"].tolist()
+  assert len(set(seen)) == len(seen) == per_epoch * batch_size  # no row twice in an epoch
+  assert [batches[i]["row"].tolist() for i in range(per_epoch, 2 * per_epoch)] != [
+      batches[i]["row"].tolist() for i in range(per_epoch)]  # the next epoch is shuffled anew
+  again = make()
+  for index in (5, 17, 2):  # any index, in any order, gives the same batch
+    np.testing.assert_array_equal(again[index]["row"], batches[index]["row"])
+  halves = [make(process_index=p, process_count=2)[11]["row"] for p in (0, 1)]
+  np.testing.assert_array_equal(np.sort(np.concatenate(halves)), np.sort(batches[11]["row"]))

@@ -1,0 +1,87 @@
+"""English→German translation of LibreOffice's help and user interface (experiments/data/parallel.py).
+
+    python run.py --config=configs/translation.py --workdir=workdirs/translation             # Transformer
+    python run.py --config=configs/translation.py:rnn --workdir=workdirs/translation_rnn     # bi-GRU + attention
+    python run.py --config=configs/translation.py --workdir=workdirs/translation --mode=sample \
+        --prompt="Click the Save button."
+    python run.py --config=configs/translation.py:test --workdir=/tmp/tiny                 # seconds, for tests
+
+The variant names the family ("transformer", the default, or "rnn"), then optionally ",test":
+`:rnn,test`. Any field can be overridden: --config.model.attention=dot, --config.data.name=bible_en_es,
+--config.sample.strategy=beam (BLEU is measured with the `sample` section's strategy).
+"""
+import ml_collections
+
+from configs import shakespeare_char
+
+FAMILIES = ("transformer", "rnn")
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  family, *rest = (variant or "transformer").split(",")
+  if family == "test":  # ":test" alone: the default family's test size
+    family, rest = "transformer", ["test"]
+  if family not in FAMILIES or rest not in ([], ["test"]):
+    raise ValueError(f"unknown variant {variant!r} of translation; expected one of {FAMILIES}, optionally ',test'")
+  config = ml_collections.ConfigDict()
+  config.task = "translation"
+  config.seed = 0
+  config.init_from = ""
+
+  config.data = dict(
+      name="libreoffice_en_de",  # or libreoffice_en_fr, bible_en_es
+      data_dir="",  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      source_dir="",  # "" = fetch and unpack the Debian packages (apt-get download) into the data dir
+      vocab_size=8000,  # one SentencePiece vocabulary for both languages, trained on the train split
+      max_source_len=96,  # tokens, EOS included; longer training pairs (0.8 %) are left out
+      max_target_len=96,
+      length_buckets=3,  # batches of pairs up to 24, 48 or 96 tokens: one compiled step each
+      batch_size=64,
+      eval_batch_size=128,
+  )
+  if family == "transformer":
+    # Vaswani et al. 2017's base recipe, scaled down (experiments run on 2 CPU cores): post-LN, sinusoidal
+    # positions, one embedding for source, target and output, dropout and label smoothing 0.1.
+    config.model = dict(architecture="transformer", preset="transformer-small", dropout_rate=0.1)
+    optimizer = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=400, b2=0.98, eps=1e-9, weight_decay=0.0)
+    label_smoothing = 0.1
+  else:
+    # Bahdanau et al. 2015: a bidirectional GRU encoder, additive attention (Adam here, not Adadelta).
+    config.model = dict(architecture="rnn", preset="bahdanau2015", dropout_rate=0.1)
+    optimizer = dict(learning_rate=1e-3, schedule="constant", warmup_steps=100, b2=0.999, eps=1e-8, weight_decay=0.0)
+    label_smoothing = 0.0
+  config.optimizer = dict(b1=0.9, final_lr_fraction=0.1, clip_norm=1.0, **optimizer)
+  config.objective = dict(
+      label_smoothing=label_smoothing,
+      teacher_forcing="always",  # RNN: linear | exponential | inverse_sigmoid (Bengio et al. 2015) | never
+      decay_k=1.0,
+      decay_c=0.0,
+      min_teacher_forcing=0.0,
+  )
+  # BLEU of the whole test split after training, decoded as `sample` says, and with each of beam_widths (1: greedy).
+  config.evaluation = dict(split="test", sentences=0, examples=10, beam_widths=())
+  config.train = dict(
+      num_steps=3000,
+      log_every=25,
+      eval_every=500,
+      eval_batches=4,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+      profile_steps=0,
+  )
+  config.mesh = dict(data=-1, fsdp=1, tensor=1)
+  # How translations are decoded (decoders.decoding): the sample section of configs/shakespeare_char.py, greedy;
+  # strategy "beam" with beam_width and length_penalty for beam search (Wu et al. 2016).
+  config.sample = shakespeare_char.get_config().sample.to_dict()
+  config.sample.update(prompt="Click the Save button to save the document.", num_tokens=96, temperature=0.0)
+
+  if rest == ["test"]:
+    config.data.update(vocab_size=400, max_source_len=24, max_target_len=24, batch_size=8, eval_batch_size=16)
+    if family == "transformer":
+      config.model.update(num_encoder_layers=1, num_decoder_layers=1, width=32, num_heads=2, mlp_dim=64)
+    else:
+      config.model.update(width=32, embed_dim=16)
+    config.optimizer.warmup_steps = 2
+    config.evaluation.update(sentences=16, examples=2)
+    config.train.update(num_steps=4, log_every=2, eval_every=2, eval_batches=1, checkpoint_every=2)
+  return ml_collections.ConfigDict(config)
