@@ -6,15 +6,17 @@
         --prompt="Click the Save button."
     python run.py --config=configs/translation.py:test --workdir=/tmp/tiny                 # seconds, for tests
 
-The variant names the family ("transformer", the default, or "rnn"), then optionally ",test":
-`:rnn,test`. Any field can be overridden: --config.model.attention=dot, --config.data.name=bible_en_es,
+The variant names the family ("transformer", the default, "rnn", or a decoder-only Transformer reading the source
+as its prompt: "decoder_only", "prefix_lm"), then optionally ",test": `:rnn,test`. Any field can be overridden: --config.model.attention=dot, --config.data.name=bible_en_es,
 --config.sample.strategy=beam (BLEU is measured with the `sample` section's strategy).
 """
 import ml_collections
 
 from configs import shakespeare_char
 
-FAMILIES = ("transformer", "rnn")
+FAMILIES = ("transformer", "rnn", "decoder_only", "prefix_lm")
+# Vaswani et al. 2017, sec. 5.3: Adam with beta_2 0.98, eps 1e-9, inverse-square-root decay after a warm-up.
+TRANSFORMER_OPTIMIZER = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=400, b2=0.98, eps=1e-9, weight_decay=0.0)
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -43,13 +45,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Vaswani et al. 2017's base recipe, scaled down (experiments run on 2 CPU cores): post-LN, sinusoidal
     # positions, one embedding for source, target and output, dropout and label smoothing 0.1.
     config.model = dict(architecture="transformer", preset="transformer-small", dropout_rate=0.1)
-    optimizer = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=400, b2=0.98, eps=1e-9, weight_decay=0.0)
-    label_smoothing = 0.1
-  else:
+    optimizer, label_smoothing = TRANSFORMER_OPTIMIZER, 0.1
+  elif family == "rnn":
     # Bahdanau et al. 2015: a bidirectional GRU encoder, additive attention (Adam here, not Adadelta).
     config.model = dict(architecture="rnn", preset="bahdanau2015", dropout_rate=0.1)
     optimizer = dict(learning_rate=1e-3, schedule="constant", warmup_steps=100, b2=0.999, eps=1e-8, weight_decay=0.0)
     label_smoothing = 0.0
+  else:
+    # One stack of the Transformer's blocks over source, EOS, BOS, target (Raffel et al. 2020, sec. 3.2.1), causal or
+    # seeing its prompt both ways; pre-LN, as T5's, so it trains without the encoder-decoder's warm-up care.
+    config.model = dict(
+        architecture=family, preset="shakespeare_char", num_layers=6, width=256, num_heads=4, mlp_dim=1024,
+        positions="sinusoidal", activation="relu", norm_position="pre", dropout_rate=0.1,
+    )
+    optimizer, label_smoothing = TRANSFORMER_OPTIMIZER, 0.1
   config.optimizer = dict(b1=0.9, final_lr_fraction=0.1, clip_norm=1.0, **optimizer)
   config.objective = dict(
       label_smoothing=label_smoothing,
@@ -79,8 +88,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.data.update(vocab_size=400, max_source_len=24, max_target_len=24, batch_size=8, eval_batch_size=16)
     if family == "transformer":
       config.model.update(num_encoder_layers=1, num_decoder_layers=1, width=32, num_heads=2, mlp_dim=64)
-    else:
+    elif family == "rnn":
       config.model.update(width=32, embed_dim=16)
+    else:
+      config.model.update(num_layers=2, width=32, num_heads=2, mlp_dim=64)
     config.optimizer.warmup_steps = 2
     config.evaluation.update(sentences=16, examples=2)
     config.train.update(num_steps=4, log_every=2, eval_every=2, eval_batches=1, checkpoint_every=2)

@@ -60,44 +60,42 @@ class Generation:
 
 
 def pad_prompts(
-    prompts: Sequence[Sequence[int]], vocab_size: int, what: str = "prompt"
+    prompts: Sequence[Sequence[int]] | np.ndarray, vocab_size: int, what: str = "prompt", lengths=None
 ) -> tuple[np.ndarray, np.ndarray]:
   """Right-padded int32 prompts [batch, longest] and their lengths [batch]; a ConfigError for an impossible one.
 
-  `what` names them in the errors ("prompt", or "source" for an encoder's input)."""
+  Prompts already padded ([batch, width] with their `lengths`) keep their width: a caller that pads every batch
+  to one width compiles one loop. `what` names them in the errors ("prompt", or "source" for an encoder's input)."""
   if len(prompts) == 0:
     raise ConfigError(f"no {what}s: generation needs at least one")
-  lengths = np.array([len(p) for p in prompts], np.int32)
+  if lengths is None:
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    padded = np.zeros((len(prompts), max(lengths)), np.int32)
+    for row, prompt in enumerate(prompts):
+      padded[row, : len(prompt)] = prompt
+  else:
+    padded, lengths = np.asarray(prompts, np.int32), np.asarray(lengths, np.int32)
+    if padded.ndim != 2 or lengths.shape != padded.shape[:1] or np.any(lengths > padded.shape[1]):
+      raise ConfigError(f"padded {what}s of shape {padded.shape} need lengths [batch] of at most {padded.shape[-1]}")
   if lengths.min() == 0:
     raise ConfigError(f"{what} {int(np.argmin(lengths))} is empty: generation needs at least one token")
-  padded = np.zeros((len(prompts), lengths.max()), np.int32)
-  for row, prompt in enumerate(prompts):
-    padded[row, : len(prompt)] = prompt
-    bad = [t for t in prompt if not 0 <= t < vocab_size]
-    if bad:
-      raise ConfigError(f"{what} {row} has token id {bad[0]}, outside the model's vocabulary of {vocab_size}")
+  valid = np.arange(padded.shape[1])[None] < lengths[:, None]
+  bad = valid & ((padded < 0) | (padded >= vocab_size))
+  if np.any(bad):
+    row, column = np.argwhere(bad)[0]
+    raise ConfigError(
+        f"{what} {row} has token id {padded[row, column]}, outside the model's vocabulary of {vocab_size}"
+    )
   return padded, lengths
 
 
 def pad_sources(encoder_tokens, encoder_lengths, batch: int, vocab_size: int):
-  """(tokens, lengths) of an encoder-decoder's sources, right-padded as the prompts; (None, None) without them.
-
-  Sources already padded ([batch, length] with `encoder_lengths`) keep their width: a caller that pads every
-  batch to one width compiles one loop."""
+  """(tokens, lengths) of an encoder-decoder's sources, padded as the prompts; (None, None) without them."""
   if encoder_tokens is None:
     return None, None
   if len(encoder_tokens) != batch:
     raise ConfigError(f"{len(encoder_tokens)} sources for {batch} prompts: an encoder-decoder needs one per prompt")
-  if encoder_lengths is None:
-    return pad_prompts(encoder_tokens, vocab_size, "source")
-  tokens, lengths = np.asarray(encoder_tokens, np.int32), np.asarray(encoder_lengths, np.int32)
-  if tokens.ndim != 2 or lengths.shape != (batch,) or not np.all((lengths >= 1) & (lengths <= tokens.shape[1])):
-    raise ConfigError(f"padded sources of shape {tokens.shape} need lengths [batch] in [1, {tokens.shape[-1]}]")
-  valid = np.arange(tokens.shape[1])[None] < lengths[:, None]
-  if np.any(valid & ((tokens < 0) | (tokens >= vocab_size))):
-    raise ConfigError(f"a source has a token id outside the model's vocabulary of {vocab_size}")
-  return tokens, lengths
-
+  return pad_prompts(encoder_tokens, vocab_size, "source", encoder_lengths)
 
 
 def generate(
@@ -114,12 +112,13 @@ def generate(
     on_token: Callable[[np.ndarray, np.ndarray], None] | None = None,
     encoder_tokens: Sequence[Sequence[int]] | np.ndarray | None = None,
     encoder_lengths: np.ndarray | None = None,
+    prompt_lengths: np.ndarray | None = None,
 ) -> Generation:
   """Continues each prompt (a list of token ids) by up to `max_new_tokens`, as `strategy` picks them.
 
   `model` is any model with the decoding seam (module docstring): a decoder-only LM, or an
-  encoder-decoder given `encoder_tokens`, one source (a list of token ids) per prompt, or padded sources
-  [batch, length] with their `encoder_lengths`.
+  encoder-decoder given `encoder_tokens`, one source (a list of token ids) per prompt. Prompts and
+  sources may also come padded, [batch, width] arrays with their `prompt_lengths` / `encoder_lengths`.
 
   `cache` says how the key/value cache stores and evicts (kv_cache.CacheSpec; quantised or
   evicting caches serve the sampling strategies); it has `cache_capacity` slots, by default
@@ -132,7 +131,7 @@ def generate(
     raise ConfigError(f"max_new_tokens={max_new_tokens} must be >= 0")
   if isinstance(strategy, beam.Beam) and strategy.width > cfg.vocab_size:
     raise ConfigError(f"beam width={strategy.width} exceeds the model's vocabulary of {cfg.vocab_size}")
-  tokens, lengths = pad_prompts(prompts, cfg.vocab_size)
+  tokens, lengths = pad_prompts(prompts, cfg.vocab_size, lengths=prompt_lengths)
   sources = pad_sources(encoder_tokens, encoder_lengths, len(prompts), cfg.vocab_size)
   total = int(lengths.max()) + max_new_tokens
   if total > cfg.max_len:

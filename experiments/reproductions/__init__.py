@@ -16,7 +16,7 @@ ABLATIONS: dict[str, Ablation] = {
     for ablation in (
         shakespeare_char.ABLATION, transformer_variants.ABLATION, smollm2_shakespeare.ABLATION,
         rnn_translation.BAHDANAU, rnn_translation.LUONG, rnn_translation.SUTSKEVER, rnn_translation.BENGIO,
-        transformer_translation.VASWANI, transformer_translation.BEAM,
+        transformer_translation.VASWANI, transformer_translation.BEAM, transformer_translation.T5,
     )
 }
 

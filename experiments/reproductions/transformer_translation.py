@@ -2,6 +2,7 @@
 
     python -m experiments.reproduce vaswani2017      # Table 3 rows (A), (C), (D), (E) at a CPU size
     python -m experiments.reproduce beam_search      # one Transformer: greedy vs beam search of widths 2, 4, 8
+    python -m experiments.reproduce raffel2020       # T5 Table 2: encoder-decoder vs (prefix) language models
     (each with --quick: a small model for a few hundred steps, minutes)
 
 Every run has the same data, vocabulary, steps, batch and seed; `transformer-small` (3 + 3
@@ -12,7 +13,7 @@ import ml_collections
 
 from configs import translation
 from experiments.reproductions.base import Ablation, Claim, Run
-from experiments.reproductions.claims import Exceeds, Paired
+from experiments.reproductions.claims import Exceeds, Higher, Paired
 
 STEPS, QUICK_STEPS = 3000, 300
 COLUMNS = ("non_embedding_params", "validation_loss", "bleu", "chrf", "tokens_per_second", "wall_seconds")
@@ -143,5 +144,66 @@ BEAM = Ablation(
         ),
     ),
     columns=("validation_loss", *(f"bleu_beam_{w}" for w in BEAM_WIDTHS), "wall_seconds"),
+    quick_summary=QUICK_SUMMARY,
+)
+
+
+def decoder_only_config(architecture: str, quick: bool, layers_per_stack: int = 1) -> ml_collections.ConfigDict:
+  """The base's data, steps and block sizes in one decoder-only stack of `layers_per_stack` x the base's stack depth."""
+  base, config = base_config(quick), translation.get_config(architecture)
+  config.data, config.train, config.evaluation = base.data, base.train, base.evaluation
+  config.optimizer.warmup_steps = base.optimizer.warmup_steps
+  model = base.model
+  config.model.update(
+      num_layers=layers_per_stack * model.num_encoder_layers, width=model.width, num_heads=model.num_heads,
+      mlp_dim=model.mlp_dim,
+  )
+  return config
+
+
+def t5_base_config(quick: bool) -> ml_collections.ConfigDict:
+  config = base_config(quick)
+  config.model.norm_position = "pre"  # as the decoder-only stacks, and T5's
+  return config
+
+
+T5 = Ablation(
+    name="raffel2020",
+    title="Raffel et al. 2020 (T5), Table 2: encoder-decoder against decoder-only and prefix language models",
+    summary=(
+        "Translation learnt from scratch by a pre-LN encoder-decoder of L + L layers (L = 3, width 256; "
+        "Raffel et al.'s \"2P parameters, M FLOPs\"), and by one decoder-only stack reading source, EOS, BOS, target as "
+        "one sequence, trained on the target: causal (a language model) or fully visible over its prompt (a prefix "
+        "LM), with L layers (P parameters, M FLOPs: it runs both sides through one stack) or 2L (2P, 2M). T5 "
+        "compares them after pre-training on C4; here there is no pre-training, only the en→de pairs."
+    ),
+    base_config=t5_base_config,
+    runs=lambda base: [
+        Run("encoder_decoder", {}, {"architecture": "encoder-decoder", "size": "2P, M"}),
+        Run("language_model", {}, {"architecture": "language model", "size": "P, M"},
+            base_config=lambda quick: decoder_only_config("decoder_only", quick)),
+        Run("prefix_lm", {}, {"architecture": "prefix LM", "size": "P, M"},
+            base_config=lambda quick: decoder_only_config("prefix_lm", quick)),
+        Run("prefix_lm_deep", {}, {"architecture": "prefix LM", "size": "2P, 2M"},
+            base_config=lambda quick: decoder_only_config("prefix_lm", quick, layers_per_stack=2)),
+    ],
+    claims=(
+        Claim(
+            "The encoder-decoder outperforms the decoder-only language model of the same compute",
+            "Raffel et al. 2020, sec. 3.2.4 and Table 2",
+            Higher("bleu", run="encoder_decoder", than="language_model"),
+        ),
+        Claim(
+            "… and the prefix LM of the same compute",
+            "Raffel et al. 2020, sec. 3.2.4 and Table 2",
+            Higher("bleu", run="encoder_decoder", than="prefix_lm"),
+        ),
+        Claim(
+            "A prefix LM, fully visible over its input, beats a causal language model of the same size",
+            "Raffel et al. 2020, sec. 3.2.4 and Table 2",
+            Higher("bleu", run="prefix_lm", than="language_model"),
+        ),
+    ),
+    columns=COLUMNS,
     quick_summary=QUICK_SUMMARY,
 )

@@ -1,4 +1,5 @@
-"""Sentence-level translation with an encoder-decoder: RNN (Cho, Bahdanau, Luong) or Transformer (Vaswani, T5, BART).
+"""Sentence-level translation: RNN (Cho, Bahdanau, Luong) or Transformer (Vaswani, T5, BART) encoder-decoders, or a
+decoder-only Transformer reading the source as a prompt, plain or as a prefix LM (Raffel et al. 2020, sec. 3.2).
 
 The pairs and the shared SentencePiece vocabulary come from experiments/data/parallel.py
 (LibreOffice en→de by default). A source is its tokens and EOS; the decoder reads
@@ -8,11 +9,15 @@ validation split, then, at the end of training and in --mode=eval, BLEU and chrF
 of the detokenised translations of `evaluation.split`, decoded by the `sample` section's strategy
 through decoders.decoding.generate, overall and per source-length bucket.
 
+A decoder-only model reads source, EOS, BOS, target as one sequence (the rows are packed so on the device) and is
+trained on the target alone; a prefix LM sees its prompt (source, EOS, BOS) both ways, as it does when generating.
+
 Rows are padded to data.max_source_len / data.max_target_len, so every step compiles once.
 Training drops pairs longer than that (counted); translation truncates a longer source to
 max_source_len, with a warning, and scores every sentence against its whole reference.
 """
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,7 +41,11 @@ class Architecture:
   preset: Callable  # (name, **overrides) -> config
   module: type  # the Flax module, made from that config
   presets: dict
-  config_fields: frozenset
+  config_fields: frozenset  # the model.* keys it takes
+  encoder_decoder: bool = True  # False: a DecoderLM reading the source as its prompt
+
+
+DECODER_ONLY_FIELDS = frozenset(f.name for f in dataclasses.fields(decoder_lm.DecoderLMConfig)) - {"prefix_lm"}
 
 
 ARCHITECTURES = {
@@ -46,6 +55,13 @@ ARCHITECTURES = {
     ),
     "transformer": Architecture(
         encoder_decoder.preset, encoder_decoder.EncoderDecoder, encoder_decoder.PRESETS, encoder_decoder.OVERRIDABLE
+    ),
+    "decoder_only": Architecture(
+        decoder_lm.preset, decoder_lm.DecoderLM, decoder_lm.PRESETS, DECODER_ONLY_FIELDS, encoder_decoder=False
+    ),
+    "prefix_lm": Architecture(
+        functools.partial(decoder_lm.preset, prefix_lm=True), decoder_lm.DecoderLM, decoder_lm.PRESETS,
+        DECODER_ONLY_FIELDS, encoder_decoder=False,
     ),
 }
 # How often the decoder is fed the true previous token: "always" (teacher forcing), with a probability ε_i that
@@ -122,10 +138,8 @@ class TranslationTask(Task):
   def describe(cls, config):
     # The config alone gives the model: data.vocab_size is the SentencePiece vocabulary's exact size.
     model = ARCHITECTURES[config.model.architecture].module(model_config(config, config.data.vocab_size))
-    data = config.data
-    source, target = (jnp.ones((1, length), jnp.int32) for length in (data.max_source_len, data.max_target_len))
     return ModelDescription(
-        init_params=lambda rng: model.init(rng, source, target)["params"],
+        init_params=functools.partial(init_params, model, config),
         embeddings=("embed", "source_embed", "positions", "unembed"),  # tables of tokens and positions
     )
 
@@ -213,19 +227,35 @@ class TranslationTask(Task):
   # -- model and losses -----------------------------------------------------------------------------
 
   def init_params(self, rng):
-    data = self.config.data
-    source = jnp.ones((1, data.max_source_len), jnp.int32)
-    return self.model.init(rng, source, jnp.ones((1, data.max_target_len), jnp.int32))["params"]
+    return init_params(self.model, self.config, rng)
 
   def _logits(self, params, batch, train=False, rng=None):
+    """Logits [batch, target length, vocab] of each target token, whatever the architecture."""
+    rngs = None if rng is None else dict(zip(("dropout", "sampling"), jax.random.split(rng)))
+    if not ARCHITECTURES[self.architecture].encoder_decoder:
+      return self._decoder_only_logits(params, batch, train, rngs)
     options = {}
     if train and self.config.objective.teacher_forcing != "always":
       options["teacher_forcing"] = teacher_forcing_probability(self.config.objective, batch["step"][0])
-    rngs = None if rng is None else dict(zip(("dropout", "sampling"), jax.random.split(rng)))
     return self.model.apply(
         {"params": params}, batch["encoder_tokens"], batch["decoder_tokens"],
         encoder_lengths=batch["encoder_lengths"], train=train, rngs=rngs, **options,
     )
+
+  def _decoder_only_logits(self, params, batch, train, rngs):
+    """A decoder-only model over each row's source then decoder tokens, packed together: target t's logits sit at
+    position source length + t. A prefix LM sees the source, EOS and BOS both ways (its prompt when generating)."""
+    source, source_lengths, decoder = batch["encoder_tokens"], batch["encoder_lengths"], batch["decoder_tokens"]
+    width = source.shape[1] + decoder.shape[1]
+    positions = jnp.arange(width)[None]
+    from_decoder = positions >= source_lengths[:, None]
+    index = jnp.where(from_decoder, source.shape[1] + positions - source_lengths[:, None], positions)
+    tokens = jnp.take_along_axis(jnp.concatenate([source, decoder], axis=1), jnp.minimum(index, width - 1), axis=1)
+    tokens = jnp.where(index < width, tokens, 0)
+    prefix = source_lengths + 1 if self.architecture == "prefix_lm" else None
+    logits = self.model.apply({"params": params}, tokens, train=train, prefix_lengths=prefix, rngs=rngs)
+    at_targets = source_lengths[:, None] + jnp.arange(decoder.shape[1])[None]
+    return jnp.take_along_axis(logits, at_targets[..., None], axis=1)
 
   def loss_fn(self, params, batch, rng, train):
     logits = self._logits(params, batch, train, rng)
@@ -250,8 +280,10 @@ class TranslationTask(Task):
   # -- translation ---------------------------------------------------------------------------------
 
   def max_new_tokens(self) -> int:
-    """The most tokens a translation may have (EOS included): sample.num_tokens, within what the decoder takes."""
-    return min(self.config.sample.num_tokens, self.model_config.max_len - 1)
+    """The most tokens a translation may have (EOS included): sample.num_tokens, within what the decoder takes
+    after its prompt (BOS; a decoder-only model's is source, EOS and BOS)."""
+    prompt = 1 if ARCHITECTURES[self.architecture].encoder_decoder else self.config.data.max_source_len + 1
+    return min(self.config.sample.num_tokens, self.model_config.max_len - prompt)
 
   def translate(self, params, sources: Sequence[str], strategy=None) -> list[str]:
     """The detokenised translations of `sources`, decoded by `strategy` (default: the `sample` section's).
@@ -268,20 +300,30 @@ class TranslationTask(Task):
             "tokens and are truncated", file=sys.stderr)
     encoded = [ids if len(ids) <= data.max_source_len else [*ids[: data.max_source_len - 1], vocab_lib.EOS_ID]
                for ids in encoded]
-    max_new = self.max_new_tokens()
     translations = []
     for start in range(0, len(encoded), data.eval_batch_size):
       chunk = encoded[start : start + data.eval_batch_size]
       chunk = chunk + [chunk[0]] * (data.eval_batch_size - len(chunk))  # full batches: one compiled loop
-      tokens = np.zeros((len(chunk), data.max_source_len), np.int32)
-      for row, ids in enumerate(chunk):
-        tokens[row, : len(ids)] = ids
-      out = decoding.generate(
-          self.model, params, [[vocab_lib.BOS_ID]] * len(chunk), strategy=strategy, max_new_tokens=max_new,
-          eos_id=vocab_lib.EOS_ID, encoder_tokens=tokens, encoder_lengths=np.array([len(ids) for ids in chunk]),
-      )
-      translations += [self.vocabulary.decode(row) for row in out.rows()]
+      translations += [self.vocabulary.decode(row) for row in self._generate(params, chunk, strategy).rows()]
     return translations[: len(encoded)]
+
+  def _generate(self, params, sources: Sequence[list[int]], strategy) -> decoding.Generation:
+    """The model's continuation of each source (tokens and EOS, at most max_source_len), padded to that width.
+
+    An encoder-decoder encodes the sources and continues BOS; a decoder-only model continues source, EOS, BOS."""
+    width = self.config.data.max_source_len
+    decoder_only = not ARCHITECTURES[self.architecture].encoder_decoder
+    tokens = np.zeros((len(sources), width + decoder_only), np.int32)
+    for row, ids in enumerate(sources):
+      tokens[row, : len(ids) + decoder_only] = [*ids, vocab_lib.BOS_ID][: len(ids) + decoder_only]
+    lengths = np.array([len(ids) for ids in sources]) + decoder_only
+    options = dict(strategy=strategy, max_new_tokens=self.max_new_tokens(), eos_id=vocab_lib.EOS_ID)
+    if decoder_only:
+      return decoding.generate(self.model, params, tokens, prompt_lengths=lengths, **options)
+    return decoding.generate(
+        self.model, params, [[vocab_lib.BOS_ID]] * len(sources), encoder_tokens=tokens, encoder_lengths=lengths,
+        **options,
+    )
 
   def generation_metrics(self, params) -> dict[str, float]:
     """BLEU and chrF of `evaluation.split`'s translations, overall and per source-length bucket (in words)."""
@@ -304,15 +346,12 @@ class TranslationTask(Task):
   def alignment(self, params, prompt):
     """The source's tokens, its translation's tokens (EOS included) and the attention of each translated token over
     the source [outputs, sources]: the RNN's attention, or the Transformer's last cross-attention averaged over heads."""
+    if not ARCHITECTURES[self.architecture].encoder_decoder:
+      raise ConfigError(f"model.architecture={self.architecture!r} has no attention over a separate source to draw")
     source = self.encode_source(prompt)
     if len(source) > self.config.data.max_source_len:
       raise ConfigError(f"a source of {len(source)} tokens exceeds data.max_source_len={self.config.data.max_source_len}")
-    max_new = self.max_new_tokens()
-    out = decoding.generate(
-        self.model, params, [[vocab_lib.BOS_ID]], strategy=text_sampling.strategy(self.config.sample),
-        max_new_tokens=max_new, eos_id=vocab_lib.EOS_ID, encoder_tokens=[source],
-    )
-    output = out.rows()[0]
+    output = self._generate(params, [source], text_sampling.strategy(self.config.sample)).rows()[0]
     weights = self.model.apply(
         {"params": params}, jnp.asarray([source]), jnp.asarray([[vocab_lib.BOS_ID, *output[:-1]]]),
         method="alignments",
@@ -333,6 +372,15 @@ class TranslationTask(Task):
     for source, reference, translation in zip(sources, references, self.translate(params, sources)):
       lines += [source, f"  -> {translation}"] + ([] if reference is None else [f"  reference: {reference}"])
     return "\n".join(lines)
+
+
+def init_params(model, config, rng):
+  """A model's parameters from one all-ones batch of the config's shapes (a decoder-only model: both sides as one)."""
+  data = config.data
+  if isinstance(model, decoder_lm.DecoderLM):
+    return model.init(rng, jnp.ones((1, data.max_source_len + data.max_target_len), jnp.int32))["params"]
+  source, target = (jnp.ones((1, length), jnp.int32) for length in (data.max_source_len, data.max_target_len))
+  return model.init(rng, source, target)["params"]
 
 
 def score_translations(sources: Sequence[str], hypotheses: Sequence[str], references: Sequence[str]) -> dict:
@@ -379,8 +427,13 @@ def model_config(config, vocab_size: int):
   foreign = sorted(set(fields) - architecture.config_fields)
   if foreign:
     raise ConfigError(f"model.{foreign[0]} is not a field of a model.architecture={config.model.architecture!r} model")
-  longest = max(config.data.max_source_len, config.data.max_target_len)
+  if "vocab_size" in fields:
+    raise ConfigError(f"model.vocab_size={fields['vocab_size']}: the vocabulary is the data's (data.vocab_size)")
+  data = config.data
+  # An encoder-decoder reads each side alone; a decoder-only model reads them as one sequence.
+  longest = max if architecture.encoder_decoder else sum
+  longest, what = longest((data.max_source_len, data.max_target_len)), "data.max_source_len/max_target_len"
   fields.setdefault("max_len", longest)
   if fields["max_len"] < longest:
-    raise ConfigError(f"model.max_len={fields['max_len']} is shorter than data.max_source_len/max_target_len={longest}")
+    raise ConfigError(f"model.max_len={fields['max_len']} is shorter than the {longest} tokens {what} give")
   return architecture.preset(name, vocab_size=vocab_size, **fields)

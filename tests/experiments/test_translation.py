@@ -3,6 +3,7 @@ draw their attention through the one trainer; its schedules, scores and errors a
 import math
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def tiny_config(corpus, family: str = "transformer"):
   return config
 
 
-@pytest.fixture(scope="module", params=["transformer", "rnn"])
+@pytest.fixture(scope="module", params=["transformer", "rnn", "prefix_lm"])
 def trained(request, corpus, tmp_path_factory):
   """(config, workdir, final metrics) of a few steps of each family."""
   config, workdir = tiny_config(corpus, request.param), str(tmp_path_factory.mktemp(request.param))
@@ -47,12 +48,18 @@ def test_a_trained_model_translates_and_draws_its_attention(trained):
   config, workdir, _ = trained
   text = train.sample(config, workdir, ["Open the file menu.", "Close the window."])
   assert text.startswith("Open the file menu.\n  -> ") and "\nClose the window.\n  -> " in text  # a few steps: any words
+  if config.model.architecture == "prefix_lm":
+    with pytest.raises(ConfigError, match="has no attention over a separate source"):
+      train.attention(config, workdir, ["Open the file menu."])
+    return
   (path,) = train.attention(config, workdir, ["Open the file menu."])
   assert os.path.getsize(path) > 0 and path.endswith(os.path.join("attention", "0.png"))
 
 
 def test_alignment_rows_are_distributions_over_the_source(trained):
   config, workdir, _ = trained
+  if config.model.architecture == "prefix_lm":
+    pytest.skip("a decoder-only model has no separate source to align with")
   task, _, state = train.restore_for_inference(config, workdir)
   source, target, weights = task.alignment(state.params, "Save the selected table.")
   assert weights.shape == (len(target), len(source))
@@ -68,8 +75,23 @@ def test_a_source_longer_than_the_model_takes_is_truncated_with_a_warning(traine
   assert f"1 of 1 sources exceed data.max_source_len={config.data.max_source_len}" in capsys.readouterr().err
   with pytest.raises(ConfigError, match="an empty source sentence"):
     task.translate(state.params, ["  "])
-  with pytest.raises(ConfigError, match="exceeds data.max_source_len"):
-    task.alignment(state.params, long)
+  if config.model.architecture != "prefix_lm":
+    with pytest.raises(ConfigError, match="exceeds data.max_source_len"):
+      task.alignment(state.params, long)
+
+
+@pytest.mark.parametrize("architecture", ["decoder_only", "prefix_lm"])
+def test_a_decoder_only_model_reads_each_source_then_its_target_as_one_sequence(corpus, architecture):
+  task = translation.TranslationTask(tiny_config(corpus, architecture))
+  params = task.init_params(jax.random.key(0))
+  batch = {name: jnp.asarray(array) for name, array in task.eval_batches()[0].items()}
+  logits = task._logits(params, batch)  # [batch, target length, vocab]
+  for row in (0, 3):
+    length = int(batch["encoder_lengths"][row])
+    sequence = jnp.concatenate([batch["encoder_tokens"][row, :length], batch["decoder_tokens"][row]])[None]
+    prefix = jnp.array([length + 1]) if architecture == "prefix_lm" else None  # source, EOS, BOS
+    expected = task.model.apply({"params": params}, sequence, prefix_lengths=prefix)[0, length:]
+    np.testing.assert_allclose(logits[row], expected, rtol=2e-5, atol=2e-5)
 
 
 def test_training_batches_carry_their_step(corpus):
@@ -123,12 +145,16 @@ def test_bleu_per_length_bucket_is_sacrebleu_on_that_bucket():
     ({"objective.teacher_forcing": "linear"}, "objective.teacher_forcing='linear' is for model.architecture='rnn'"),
     ({"model.cell": "lstm"}, "model.cell is not a field of a model.architecture='transformer' model"),
     ({"model.preset": "bahdanau2015"}, "model.preset='bahdanau2015' is not a transformer preset"),
-    ({"model.max_len": 8}, "model.max_len=8 is shorter than data.max_source_len/max_target_len=24"),
+    ({"model.max_len": 8}, "model.max_len=8 is shorter than the 24 tokens data.max_source_len/max_target_len give"),
+    ({"variant": "prefix_lm,test", "model.max_len": 40},
+     "model.max_len=40 is shorter than the 48 tokens"),  # a decoder-only model reads both sides as one sequence
+    ({"model.vocab_size": 100}, "model.vocab_size=100: the vocabulary is the data's"),
     ({"sample.prompt": " "}, "sample.prompt=' ' is empty"),
     ({"data.name": "wmt14"}, "data.name"),
 ])
 def test_impossible_configs_are_one_line_errors_before_any_data_is_read(overrides, match):
-  config = translation_config.get_config("test")
+  overrides = dict(overrides)
+  config = translation_config.get_config(overrides.pop("variant", "test"))
   for key, value in overrides.items():
     section, name = key.split(".")
     config[section][name] = value

@@ -102,6 +102,17 @@ def test_a_second_call_with_the_same_shapes_does_not_compile_again():
   assert generation_lib._generate._cache_size() == compiled
 
 
+def test_padded_prompts_with_their_lengths_generate_what_the_lists_do():
+  model, params = tiny("llama")
+  lists = [[5, 6, 7], [8]]
+  padded = np.array([[5, 6, 7, 0, 0], [8, 99, 0, 0, 0]])  # junk past a row's length is never read
+  options = dict(strategy=strategies.Greedy(), max_new_tokens=4)
+  expected = generate(model, params, lists, **options)
+  out = generate(model, params, padded, prompt_lengths=np.array([3, 1]), **options)
+  np.testing.assert_array_equal(out.tokens, expected.tokens)
+  np.testing.assert_allclose(out.log_probs, expected.log_probs, rtol=1e-5)
+
+
 @pytest.mark.parametrize("prompts, max_new, match", [
     ([], 4, "no prompts"),
     ([[1], []], 4, "prompt 1 is empty"),
@@ -121,7 +132,8 @@ def test_bad_input_is_named_before_compiling(prompts, max_new, match):
     ([[]], "source 0 is empty"),
     ([[4, VOCAB]], f"source 0 has token id {VOCAB}, outside the model's vocabulary"),
     ((np.array([[4, 5, 0]]), np.array([4])), "padded sources of shape \\(1, 3\\) need lengths"),
-    ((np.array([[4, VOCAB, 0]]), np.array([2])), f"a source has a token id outside the model's vocabulary of {VOCAB}"),
+    ((np.array([[4, VOCAB, 0]]), np.array([2])), f"source 0 has token id {VOCAB}, outside the model's vocabulary"),
+    ((np.array([[4, 5, VOCAB]]), np.array([0])), "source 0 is empty"),
 ])
 def test_sources_are_checked_and_a_decoder_only_model_refuses_them(sources, match):
   model, params = tiny("gpt2")
