@@ -12,9 +12,9 @@ through decoders.decoding.generate, overall and per source-length bucket.
 A decoder-only model reads source, EOS, BOS, target as one sequence (the rows are packed so on the device) and is
 trained on the target alone; a prefix LM sees its prompt (source, EOS, BOS) both ways, as it does when generating.
 
-Rows are padded to data.max_source_len / data.max_target_len, so every step compiles once.
-Training drops pairs longer than that (counted); translation truncates a longer source to
-max_source_len, with a warning, and scores every sentence against its whole reference.
+Training batches hold pairs of one length bucket, padded to its lengths (a compiled step per bucket; the longest
+is data.max_source_len / max_target_len). Training drops pairs longer than those (counted); translation truncates
+a longer source to max_source_len, with a warning, and scores every sentence against its whole reference.
 """
 import dataclasses
 import functools
@@ -74,7 +74,7 @@ BUCKET_WORDS = 10
 def _model_fields() -> dict:
   """The rules of every architecture's fields; check_config then refuses one the chosen architecture lacks."""
   return {
-      **fields_of(decoder_lm.DecoderLMConfig, exclude=["num_layers", "positions"]),
+      **fields_of(decoder_lm.DecoderLMConfig),
       **fields_of(encoder_decoder.EncoderDecoderConfig, exclude=["stack"]),
       **fields_of(rnn_seq2seq.RNNSeq2SeqConfig),
   }
@@ -207,9 +207,8 @@ class TranslationTask(Task):
 
     def crop(batch, bucket):
       source, target = lengths[bucket]
-      batch = {name: array[:, : source if name == "encoder_tokens" else target] if array.ndim == 2 else array
-               for name, array in batch.items()}
-      return batch
+      return {name: array[:, : source if name == "encoder_tokens" else target] if array.ndim == 2 else array
+              for name, array in batch.items()}
 
     batches = pipeline.length_bucketed_batches(
         arrays, buckets, crop, self.config.data.batch_size, seed, process_index, process_count
@@ -311,14 +310,14 @@ class TranslationTask(Task):
     """The model's continuation of each source (tokens and EOS, at most max_source_len), padded to that width.
 
     An encoder-decoder encodes the sources and continues BOS; a decoder-only model continues source, EOS, BOS."""
-    width = self.config.data.max_source_len
-    decoder_only = not ARCHITECTURES[self.architecture].encoder_decoder
-    tokens = np.zeros((len(sources), width + decoder_only), np.int32)
-    for row, ids in enumerate(sources):
-      tokens[row, : len(ids) + decoder_only] = [*ids, vocab_lib.BOS_ID][: len(ids) + decoder_only]
-    lengths = np.array([len(ids) for ids in sources]) + decoder_only
+    encoder_decoder = ARCHITECTURES[self.architecture].encoder_decoder
+    rows = sources if encoder_decoder else [[*ids, vocab_lib.BOS_ID] for ids in sources]
+    tokens = np.zeros((len(rows), self.config.data.max_source_len + (not encoder_decoder)), np.int32)
+    for row, ids in enumerate(rows):
+      tokens[row, : len(ids)] = ids
+    lengths = np.array([len(ids) for ids in rows])
     options = dict(strategy=strategy, max_new_tokens=self.max_new_tokens(), eos_id=vocab_lib.EOS_ID)
-    if decoder_only:
+    if not encoder_decoder:
       return decoding.generate(self.model, params, tokens, prompt_lengths=lengths, **options)
     return decoding.generate(
         self.model, params, [[vocab_lib.BOS_ID]] * len(sources), encoder_tokens=tokens, encoder_lengths=lengths,

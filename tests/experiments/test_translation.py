@@ -75,6 +75,9 @@ def test_a_source_longer_than_the_model_takes_is_truncated_with_a_warning(traine
   assert f"1 of 1 sources exceed data.max_source_len={config.data.max_source_len}" in capsys.readouterr().err
   with pytest.raises(ConfigError, match="an empty source sentence"):
     task.translate(state.params, ["  "])
+  # Characters the vocabulary never saw are no error: SentencePiece's byte fallback spells them in UTF-8 bytes.
+  assert task.vocabulary.decode(task.encode_source("Open ☃ 漢字.")) == "Open ☃ 漢字."
+  assert isinstance(task.translate(state.params, ["Open ☃ 漢字."])[0], str)
   if config.model.architecture != "prefix_lm":
     with pytest.raises(ConfigError, match="exceeds data.max_source_len"):
       task.alignment(state.params, long)
