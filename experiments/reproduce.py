@@ -24,10 +24,9 @@ every reproductions/*/results.json and the claims of the definitions.
 
 The runs share this process rather than each starting run.py: one start (imports,
 JAX) instead of 18, and the trainer's progress bar nests under the sweep's. Each run
-builds its own jitted steps and holds no reference to them once it returns; the
-process still grows by some 35 MB a run, to a peak of 1.1 GB over the 18 runs of
---quick. What a run prints (its evaluations, the sample) goes to <run>/train.log; the
-terminal shows a line per run and the two bars.
+builds its own jitted steps, and JAX's caches are cleared after it, so a long sweep does
+not pile up compiled programs. What a run prints (its evaluations, the sample) goes to
+<run>/train.log; the terminal shows a line per run and the two bars.
 """
 import contextlib
 import datetime
@@ -38,6 +37,7 @@ import statistics
 import sys
 import time
 
+import jax
 import tqdm
 from absl import app, flags, logging
 
@@ -118,6 +118,9 @@ def train_run(config, run_dir: str) -> None:
       train.train_and_evaluate(config, run_dir)
     finished = True
   finally:  # an interrupted run's time counts too: the run's wall time is the sum over its sessions
+    # The run's compiled programs: each maps code into the process, and a long sweep must not pile them up
+    # towards Linux's vm.max_map_count (tests/conftest.py).
+    jax.clear_caches()
     record = _read_record(run_dir)
     record["wall_seconds"] = record.get("wall_seconds", 0.0) + time.perf_counter() - start
     if finished:
