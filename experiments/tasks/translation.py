@@ -327,11 +327,13 @@ class TranslationTask(Task):
   def generation_metrics(self, params) -> dict[str, float]:
     """BLEU and chrF of `evaluation.split`'s translations, overall and per source-length bucket (in words)."""
     sources, references = self.evaluation_pairs()
-    hypotheses = self.translate(params, sources)
+    default = text_sampling.strategy(self.config.sample)
+    hypotheses = self.translate(params, sources, default)
     scores = score_translations(sources, hypotheses, references)
     for width in self.config.evaluation.beam_widths:
-      beam = decoding.Beam(width, length_penalty=self.config.sample.length_penalty) if width > 1 else decoding.Greedy()
-      translations = self.translate(params, sources, beam)
+      penalty = self.config.sample.length_penalty
+      search = decoding.Beam(width, length_penalty=penalty) if width > 1 else decoding.Greedy()
+      translations = hypotheses if search == default else self.translate(params, sources, search)  # decoded once
       scores[f"bleu_beam_{width}"] = sacrebleu.corpus_bleu(translations, [references]).score
     return {name: value for name, value in scores.items() if not name.startswith("count")}
 
@@ -344,12 +346,14 @@ class TranslationTask(Task):
 
   def alignment(self, params, prompt):
     """The source's tokens, its translation's tokens (EOS included) and the attention of each translated token over
-    the source [outputs, sources]: the RNN's attention, or the Transformer's last cross-attention averaged over heads."""
+    the source [outputs, sources]: the RNN's attention, or the Transformer's last cross-attention averaged over
+    heads."""
     if not ARCHITECTURES[self.architecture].encoder_decoder:
       raise ConfigError(f"model.architecture={self.architecture!r} has no attention over a separate source to draw")
     source = self.encode_source(prompt)
     if len(source) > self.config.data.max_source_len:
-      raise ConfigError(f"a source of {len(source)} tokens exceeds data.max_source_len={self.config.data.max_source_len}")
+      limit = self.config.data.max_source_len
+      raise ConfigError(f"a source of {len(source)} tokens exceeds data.max_source_len={limit}")
     output = self._generate(params, [source], text_sampling.strategy(self.config.sample)).rows()[0]
     weights = self.model.apply(
         {"params": params}, jnp.asarray([source]), jnp.asarray([[vocab_lib.BOS_ID, *output[:-1]]]),

@@ -5,6 +5,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import sacrebleu
@@ -171,3 +172,14 @@ def test_an_exponential_decay_needs_k_below_one():
   config.objective.update(teacher_forcing="exponential", decay_k=1.5)
   with pytest.raises(ConfigError, match="objective.decay_k=1.5 must be < 1"):
     train.check_config(config)
+
+
+def test_beam_widths_add_a_bleu_each_and_width_1_is_the_greedy_bleu(trained):
+  config, workdir, _ = trained
+  if config.model.architecture != "transformer":
+    pytest.skip("one family shows it")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.evaluation.beam_widths = (1, 2)
+  task, _, state = train.restore_for_inference(config, workdir)
+  metrics = task.generation_metrics(state.params)
+  assert metrics["bleu_beam_1"] == metrics["bleu"] and 0.0 <= metrics["bleu_beam_2"] <= 100.0
