@@ -47,7 +47,7 @@ from experiments import preemption, reproductions, train
 from experiments import workdir as workdir_lib
 from experiments.bench import common
 from experiments.errors import USER_ERRORS, UserError
-from experiments.reproductions import report
+from experiments.reproductions import quality, report
 from experiments.reproductions.base import METRICS, Ablation, Run, format_metric, run_config
 
 RESULTS_DIR = "reproductions"  # committed: one folder per reproduction
@@ -232,7 +232,7 @@ def regenerate(results_dir: str = RESULTS_DIR, path: str = REPORT) -> str:
 
   A reproduction's section shows its full run's results if there are any, else --quick's.
   """
-  sections = []
+  sections, documents = [], []
   for ablation in reproductions.ABLATIONS.values():
     shown, link = None, None
     for quick in (True, False):  # the full run's last: it is the one shown
@@ -242,7 +242,9 @@ def regenerate(results_dir: str = RESULTS_DIR, path: str = REPORT) -> str:
           shown, link = json.load(f), os.path.relpath(folder, os.path.dirname(os.path.abspath(path)))
         with open(os.path.join(folder, TABLE_FILE), "w", encoding="utf-8") as f:
           f.write(report.table(ablation, shown))  # the claims' wording may have changed since the run
+        documents.append(shown)
     sections.append(report.section(ablation, shown, link))
+  sections.append(quality.section(documents))  # the best of every family, over all the runs above
   text = report.report(sections)
   with open(path, "w", encoding="utf-8") as f:
     f.write(text)

@@ -26,6 +26,7 @@ METRICS = {
     "wall_seconds": ("wall time", None),  # minutes and seconds: see format_metric
     "bleu": ("test BLEU", "{:.2f}"),
     "chrf": ("test chrF", "{:.2f}"),
+    "bleu_long": ("test BLEU on long sources", "{:.2f}"),
     **{f"bleu_beam_{w}": (f"BLEU, beam {w}" if w > 1 else "BLEU, greedy", "{:.2f}") for w in (1, 2, 4, 8)},
 }
 

@@ -7,7 +7,7 @@ edited (`python -m experiments.reproduce --regenerate`) and reviewed as a diff.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments.reproductions.base import METRICS, Ablation, format_metric, plot_names
+from experiments.reproductions.base import METRICS, Ablation, Claim, format_metric, plot_names
 
 COMMAND = "python -m experiments.reproduce"
 HEADER = f"""\
@@ -30,20 +30,21 @@ def _row(cells: Sequence[str]) -> str:
   return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def table_lines(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
   return [_row(header), _row(["---"] * len(header)), *(_row(row) for row in rows)]
 
 
-def claims_table(ablation: Ablation, runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
+def claims_table(claims: Sequence[Claim], runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
+  """Each claim beside our numbers and the verdict (runs None: not run yet)."""
   rows = []
-  for claim in ablation.claims:
+  for claim in claims:
     if runs is None:
       rows.append([claim.claim, claim.source, "not run yet", ""])
       continue
     verdict = claim.judge(runs)
     word = verdict.word if verdict.agrees is None else f"**{verdict.word}**"
     rows.append([claim.claim, claim.source, verdict.measured, word])
-  return _table(["claim", "source", "ours", "verdict"], rows)
+  return table_lines(["claim", "source", "ours", "verdict"], rows)
 
 
 def runs_table(ablation: Ablation, runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -54,7 +55,7 @@ def runs_table(ablation: Ablation, runs: Sequence[Mapping[str, Any]]) -> list[st
       + [format_metric(name, run["metrics"].get(name)) for name in ablation.columns]
       for run in runs
   ]
-  return _table(header, rows)
+  return table_lines(header, rows)
 
 
 def provenance(document: Mapping[str, Any]) -> str:
@@ -71,7 +72,7 @@ def provenance(document: Mapping[str, Any]) -> str:
 def table(ablation: Ablation, document: Mapping[str, Any]) -> str:
   """table.md: the claims and the runs of one results file."""
   quick = " (--quick)" if document["quick"] else ""
-  lines = [f"# {ablation.title}{quick}", "", *claims_table(ablation, document["runs"]), ""]
+  lines = [f"# {ablation.title}{quick}", "", *claims_table(ablation.claims, document["runs"]), ""]
   lines += [*runs_table(ablation, document["runs"]), "", provenance(document), ""]
   return "\n".join(lines)
 
@@ -87,7 +88,7 @@ def section(ablation: Ablation, document: Mapping[str, Any] | None, folder: str 
         f"`{COMMAND} {ablation.name}` records the full one.",
         "",
     ]
-  lines += [*claims_table(ablation, document["runs"] if document else None), ""]
+  lines += [*claims_table(ablation.claims, document["runs"] if document else None), ""]
   if document is not None:
     lines += [*runs_table(ablation, document["runs"]), "", provenance(document)]
     plots = [f"[{label}]({folder}/{name})" for name, label in plot_names(document).items()]
