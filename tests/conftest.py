@@ -71,9 +71,9 @@ def lm_config(data_dir):
 
 @pytest.fixture
 def autoencoder_config(data_dir):
-  from configs import digits_autoencoder
+  from configs import autoencoder
 
-  config = digits_autoencoder.get_config("test")
+  config = autoencoder.get_config("conv,test")
   config.data.data_dir = data_dir
   return config
 

@@ -52,8 +52,8 @@ CASES = {
     ),
     "autoencoder over a tensor axis": Case(
         ("--config.mesh.data=1", "--config.mesh.tensor=2"),
-        ("deconv_1/bias has 1 entries", "mesh.tensor=2"),
-        config="configs/digits_autoencoder.py:test",
+        ("up_1/conv/bias has 1 entries", "mesh.tensor=2"),
+        config="configs/autoencoder.py:conv,test",
         devices=2,
         creates_nothing=False,  # a parameter's shape is known once the data is: after the workdir is made
     ),

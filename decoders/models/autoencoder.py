@@ -1,49 +1,88 @@
-"""Convolutional autoencoder (Hinton & Salakhutdinov 2006; Masci et al. 2011).
+"""Autoencoders whose decoder mirrors the encoder: MLP (Hinton & Salakhutdinov 2006) or convolutional (Masci et al.
+2011), and the pixel likelihoods their reconstructions are scored with.
 
-    image -> [conv stride 2] x N -> dense latent -> dense -> [transposed conv stride 2] x N -> image
+    mlp   image -> flatten -> [dense + gelu] x N -> dense latent -> [dense + gelu] x N (reversed) -> dense -> image
+    conv  image -> [3x3 conv stride 2 + gelu] x N -> dense latent -> dense -> [upsample x2] x N -> image
 
-The decoder half mirrors the encoder with transposed convolutions, each doubling
-the resolution. Image side must be divisible by 2**len(channels).
+The convolutional decoder undoes the encoder level by level with the upsampling block `upsampling` names
+(decoders/layers/upsampling.py: transposed convolution, nearest/bilinear resize + convolution, pixel shuffle), its
+convolutions `kernel_size` wide: the two knobs of Odena et al. 2016's checkerboard ablation. The encoder's
+convolutions stay 3x3, so that ablation changes the decoder alone.
+
+The decoder outputs one number per pixel and channel, read by `likelihood`:
+    bernoulli  logits: log p(x|z) = sum x log sigmoid(l) + (1 - x) log sigmoid(-l), the binary cross-entropy with
+               intensities in [0, 1] as targets (Kingma & Welling 2013, appendix C.1)
+    gaussian   means, under one learned variance shared by every pixel (a "calibrated decoder"; Rybkin et al.
+               2021, sec. 3): log p(x|z) = sum -½ (log 2πσ² + (x - μ)² / σ²)
+Both in nats per image, so losses and bounds compare with the papers'.
+
+The denoising autoencoder is this model trained on corrupted inputs (decoders/layers/corruption.py); the VAE
+(decoders/models/vae.py) reuses these encoder and decoder bodies with a two-headed encoder.
 """
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from decoders.errors import ConfigError
+from decoders.layers import upsampling
 from decoders.layers.partitioning import CONV_IN, CONV_OUT, EMBED, with_axes
+
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+# The fields each architecture reads; a config setting another's is refused (experiments/tasks/autoencoder.py).
+ARCHITECTURE_FIELDS = {"mlp": ("hidden_sizes",), "conv": ("channels", "upsampling", "kernel_size")}
+
+
+def _positive_ints(value) -> bool:
+  return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
 
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig:
-  image_size: int
-  image_channels: int = 1
-  channels: tuple[int, ...] = (16, 32)
+  image_shape: tuple[int, int, int] = (28, 28, 1)  # height, width, channels
+  architecture: str = "conv"  # one of ARCHITECTURES
+  hidden_sizes: tuple[int, ...] = (512, 256)  # mlp: the encoder's hidden widths; the decoder's are reversed
+  channels: tuple[int, ...] = (16, 32)  # conv: the width of each stride-2 level (N levels divide the size by 2^N)
+  upsampling: str = "transposed"  # conv: the decoder's upsampling block, one of upsampling.METHODS
+  kernel_size: int = 3  # conv: the width of the decoder's upsampling convolutions
   latent_dim: int = 16
+  likelihood: str = "bernoulli"  # one of LIKELIHOODS
 
   def __post_init__(self):
-    if not self.channels or any(not isinstance(c, int) or c <= 0 for c in self.channels):
+    if len(self.image_shape) != 3 or not _positive_ints(tuple(self.image_shape)):
+      raise ConfigError(f"image_shape={self.image_shape!r} must be (height, width, channels) of positive integers")
+    if self.architecture not in ARCHITECTURES:
+      raise ConfigError(f"model.architecture={self.architecture!r} is not one of {ARCHITECTURES}")
+    if self.likelihood not in LIKELIHOODS:
+      raise ConfigError(f"model.likelihood={self.likelihood!r} is not one of {LIKELIHOODS}")
+    if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
+      raise ConfigError(f"model.latent_dim={self.latent_dim!r} must be a positive integer")
+    if self.architecture == "mlp":
+      if not _positive_ints(self.hidden_sizes):
+        raise ConfigError(f"model.hidden_sizes={self.hidden_sizes!r} must be a tuple of positive integers")
+      return
+    if not self.channels or not _positive_ints(self.channels):
       raise ConfigError(f"model.channels={self.channels!r} must be a non-empty tuple of positive integers")
+    upsampling.check_method(self.upsampling)
+    if not isinstance(self.kernel_size, int) or self.kernel_size <= 0:
+      raise ConfigError(f"model.kernel_size={self.kernel_size!r} must be a positive integer")
     factor = 2 ** len(self.channels)
-    if self.image_size % factor:
+    height, width, _ = self.image_shape
+    if height % factor or width % factor:
       raise ConfigError(
-          f"model.image_size={self.image_size} is not divisible by 2**len(model.channels)={factor}"
+          f"images of {height}x{width} cannot be halved len(model.channels)={len(self.channels)} times: "
+          f"height and width must be divisible by {factor}"
       )
-    if self.latent_dim <= 0:
-      raise ConfigError(f"model.latent_dim={self.latent_dim} must be positive")
 
-
-def _conv(features: int, transpose: bool, name: str) -> nn.Module:
-  layer = nn.ConvTranspose if transpose else nn.Conv
-  return layer(
-      features,
-      (3, 3),
-      strides=(2, 2),
-      padding="SAME",
-      kernel_init=with_axes(nn.initializers.lecun_normal(), None, None, CONV_IN, CONV_OUT),
-      bias_init=with_axes(nn.initializers.zeros, CONV_OUT),
-      name=name,
-  )
+  @property
+  def bottleneck_shape(self) -> tuple[int, int, int]:
+    """conv: the feature map the encoder flattens and the decoder starts from."""
+    height, width, _ = self.image_shape
+    factor = 2 ** len(self.channels)
+    return height // factor, width // factor, self.channels[-1]
 
 
 def _dense(features: int, name: str) -> nn.Module:
@@ -55,34 +94,94 @@ def _dense(features: int, name: str) -> nn.Module:
   )
 
 
+def _downsample(features: int, name: str) -> nn.Module:
+  return nn.Conv(
+      features,
+      (3, 3),
+      strides=(2, 2),
+      padding="SAME",
+      kernel_init=with_axes(nn.initializers.lecun_normal(), None, None, CONV_IN, CONV_OUT),
+      bias_init=with_axes(nn.initializers.zeros, CONV_OUT),
+      name=name,
+  )
+
+
 class Encoder(nn.Module):
+  """Images [b, h, w, c] -> [b, head_features] (default: the latent, latent_dim wide)."""
+
   config: AutoencoderConfig
+  head_features: int | None = None  # the VAE's encoder outputs a mean and a log-variance: 2 * latent_dim
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
+    cfg = self.config
+    if tuple(images.shape[1:]) != tuple(cfg.image_shape):
+      raise ConfigError(f"images of shape {tuple(images.shape[1:])} do not fit a model of image_shape={cfg.image_shape}")
     x = images
-    for i, features in enumerate(self.config.channels):
-      x = nn.gelu(_conv(features, False, f"conv_{i}")(x))
-    return _dense(self.config.latent_dim, "to_latent")(x.reshape(x.shape[0], -1))
+    if cfg.architecture == "conv":
+      for i, features in enumerate(cfg.channels):
+        x = nn.gelu(_downsample(features, f"conv_{i}")(x))
+    x = x.reshape(x.shape[0], -1)
+    if cfg.architecture == "mlp":
+      for i, features in enumerate(cfg.hidden_sizes):
+        x = nn.gelu(_dense(features, f"hidden_{i}")(x))
+    return _dense(self.head_features or cfg.latent_dim, "to_latent")(x)
 
 
 class Decoder(nn.Module):
-  """Latent [batch, latent_dim] -> image logits [batch, H, W, C] (a sigmoid gives intensities)."""
+  """Latents [b, latent_dim] -> one output per pixel and channel [b, h, w, c]: logits or means (`likelihood`)."""
 
   config: AutoencoderConfig
 
   @nn.compact
-  def __call__(self, latent: jax.Array) -> jax.Array:
+  def __call__(self, latents: jax.Array) -> jax.Array:
     cfg = self.config
-    side = cfg.image_size // 2 ** len(cfg.channels)
-    x = _dense(side * side * cfg.channels[-1], "from_latent")(latent)
-    x = nn.gelu(x).reshape(latent.shape[0], side, side, cfg.channels[-1])
-    widths = list(reversed(cfg.channels[:-1])) + [cfg.image_channels]
+    if latents.shape[-1] != cfg.latent_dim:
+      raise ConfigError(f"latents of width {latents.shape[-1]} do not fit a decoder of latent_dim={cfg.latent_dim}")
+    if cfg.architecture == "mlp":
+      x = latents
+      for i, features in enumerate(reversed(cfg.hidden_sizes)):
+        x = nn.gelu(_dense(features, f"hidden_{i}")(x))
+      return _dense(math.prod(cfg.image_shape), "to_pixels")(x).reshape(latents.shape[0], *cfg.image_shape)
+    x = nn.gelu(_dense(math.prod(cfg.bottleneck_shape), "from_latent")(latents))
+    x = x.reshape(latents.shape[0], *cfg.bottleneck_shape)
+    widths = [*reversed(cfg.channels[:-1]), cfg.image_shape[-1]]  # the encoder's levels in reverse, then the image
     for i, features in enumerate(widths):
-      x = _conv(features, True, f"deconv_{i}")(x)
+      x = upsampling.Upsample(features, cfg.upsampling, 2, cfg.kernel_size, name=f"up_{i}")(x)
       if i < len(widths) - 1:
         x = nn.gelu(x)
     return x
+
+
+def bernoulli_log_likelihood(images: jax.Array, logits: jax.Array) -> jax.Array:
+  """log p(images | logits) per image [b], in nats: minus the binary cross-entropy summed over pixels."""
+  per_pixel = images * jax.nn.log_sigmoid(logits) + (1.0 - images) * jax.nn.log_sigmoid(-logits)
+  return per_pixel.reshape(per_pixel.shape[0], -1).sum(axis=-1)
+
+
+def gaussian_log_likelihood(images: jax.Array, means: jax.Array, log_variance: jax.Array) -> jax.Array:
+  """log N(images; means, exp(log_variance)) per image [b], in nats, summed over pixels."""
+  per_pixel = -0.5 * (jnp.log(2 * jnp.pi) + log_variance + jnp.square(images - means) * jnp.exp(-log_variance))
+  return per_pixel.reshape(per_pixel.shape[0], -1).sum(axis=-1)
+
+
+def pixel_means(likelihood: str, outputs: jax.Array) -> jax.Array:
+  """The image the decoder's outputs stand for: E[x | z] under `likelihood`."""
+  return jax.nn.sigmoid(outputs) if likelihood == "bernoulli" else outputs
+
+
+class PixelLikelihood(nn.Module):
+  """log p(images | decoder outputs) per image [b], in nats; the gaussian one owns its learned log-variance."""
+
+  kind: str  # one of LIKELIHOODS
+
+  @nn.compact
+  def __call__(self, images: jax.Array, outputs: jax.Array) -> jax.Array:
+    if self.kind == "bernoulli":
+      return bernoulli_log_likelihood(images, outputs)
+    # σ² = 1 at the start: broad, so early gradients are those of the squared error (Rybkin et al. 2021).
+    log_variance = self.param("log_variance", with_axes(nn.initializers.zeros), ())
+    return gaussian_log_likelihood(images, outputs, log_variance)
 
 
 class Autoencoder(nn.Module):
@@ -91,6 +190,16 @@ class Autoencoder(nn.Module):
   def setup(self):
     self.encoder = Encoder(self.config)
     self.decoder = Decoder(self.config)
+    self.likelihood = PixelLikelihood(self.config.likelihood)
 
-  def __call__(self, images: jax.Array) -> jax.Array:
-    return self.decoder(self.encoder(images))
+  def encode(self, images: jax.Array) -> jax.Array:
+    return self.encoder(images)
+
+  def decode(self, latents: jax.Array) -> jax.Array:
+    return self.decoder(latents)
+
+  def __call__(self, inputs: jax.Array, targets: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(decoder outputs [b, h, w, c], log p(targets | outputs) [b]) for `inputs`; `targets` default to the inputs
+    (a denoising autoencoder reads corrupted inputs and scores the clean targets)."""
+    outputs = self.decode(self.encode(inputs))
+    return outputs, self.likelihood(inputs if targets is None else targets, outputs)

@@ -5,19 +5,18 @@ the fixture for the second, deliberately different task the trainer must serve.
 The test split is every sample whose index hashes into the last 10 %, so it
 never depends on the order the source happens to list them in.
 """
-import hashlib
-
 import numpy as np
 import tensorflow_datasets as tfds
 
 from experiments.data.prepare import prepared
+from experiments.data.splits import hash_bucket
 from experiments.errors import MissingDataError
 
 IMAGE_SHAPE = (8, 8, 1)  # height, width, channels
 
 
 def _is_test(index: int) -> bool:
-  return int(hashlib.sha256(str(index).encode()).hexdigest(), 16) % 10 == 0
+  return hash_bucket(str(index), 10) == 0
 
 
 class SklearnDigits(tfds.core.GeneratorBasedBuilder):
@@ -52,8 +51,12 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
       yield index, {"image": image, "label": int(label)}
 
 
-def load_split(data_dir: str, split: str) -> np.ndarray:
-  """Images [n, 8, 8, 1] in [0, 1], building the dataset on first use."""
+def load_split(data_dir: str, split: str) -> dict[str, np.ndarray]:
+  """{"image": [n, 8, 8, 1] in [0, 1], "label": [n]}, building the dataset on first use."""
   builder = prepared(lambda: SklearnDigits(data_dir=data_dir or None, file_format="array_record"))
   source = builder.as_data_source(split=split)
-  return np.stack([source[i]["image"] for i in range(len(source))])
+  examples = [source[i] for i in range(len(source))]
+  return {
+      "image": np.stack([example["image"] for example in examples]),
+      "label": np.array([example["label"] for example in examples], np.int32),
+  }

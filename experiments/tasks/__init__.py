@@ -5,6 +5,7 @@ from experiments.tasks.autoencoder import AutoencoderTask
 from experiments.tasks.base import Objective, Task
 from experiments.tasks.language_model import LanguageModelTask
 from experiments.tasks.masked_lm import MaskedLMTask
+from experiments.tasks.segmentation import SegmentationTask
 from experiments.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
@@ -12,6 +13,7 @@ TASKS: dict[str, type[Task]] = {
     "autoencoder": AutoencoderTask,
     "masked_lm": MaskedLMTask,
     "translation": TranslationTask,
+    "segmentation": SegmentationTask,
 }
 
 

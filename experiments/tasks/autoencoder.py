@@ -1,86 +1,180 @@
-"""Image autoencoding: reconstruct the input through a small latent (no tokens; throughput in examples/s)."""
+"""Image autoencoding: an autoencoder, a denoising autoencoder or a VAE reconstructs images through a small latent.
+
+    model.kind          "autoencoder" (decoders/models/autoencoder.py) or "vae" (decoders/models/vae.py)
+    model.architecture  "mlp" or "conv", with its own fields (autoencoder.ARCHITECTURE_FIELDS; another's are refused)
+    model.likelihood    "bernoulli" or "gaussian": how the decoder's outputs score the pixels
+    objective           corruption "none" | "gaussian" | "mask" and its level (σ or p): a denoising autoencoder
+                        (Vincent et al. 2008) reads corrupt(x), drawn with the step's rng, and reconstructs the clean x;
+                        beta and importance_samples: the VAE's β and the K of its IWAE bound (vae only)
+
+Loss: -log p(x|z) in nats per image (+ β KL for the VAE). Evaluation, on clean inputs: that loss, the
+reconstruction nats, MSE, PSNR and SSIM of the reconstruction (the decoder's mean image at the posterior mean for
+the VAE); for the VAE the ELBO and the K-sample IWAE bound in nats per image (Burda et al. 2016: the test
+log-likelihood a paper reports); with a corruption, the PSNR of the clean image reconstructed from a corrupted one.
+Evaluation draws its noise from a fixed key, so a checkpoint's numbers never change. Labels are unused.
+"""
 import dataclasses
 import functools
-from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decoders.models import autoencoder
-from experiments.config_rules import fields_of, one_of
-from experiments.data import digits, pipeline
+from decoders import image_metrics
+from decoders.errors import ConfigError
+from decoders.layers import corruption
+from decoders.models import autoencoder, vae
+from experiments.config_rules import fields_of, integer, number, one_of, show
+from experiments.data import pipeline
+from experiments.data.images import DATASETS
 from experiments.tasks.base import ModelDescription, Task
 
-@dataclasses.dataclass(frozen=True)
-class ImageDataset:
-  load: Callable[[str, str], np.ndarray]  # (data_dir, split) -> images [n, height, width, channels]
-  train_split: str
-  eval_split: str
-  image_shape: tuple[int, int, int]  # known without reading the data, so the model is checked first
+KINDS = {"autoencoder": autoencoder.Autoencoder, "vae": vae.VAE}
+VAE_OBJECTIVE_KEYS = ("beta", "importance_samples")
+EVAL_SEED = 0  # the key of evaluation's corruptions and posterior samples
 
 
-DATASETS = {"sklearn_digits": ImageDataset(digits.load_split, "train", "test", digits.IMAGE_SHAPE)}
+def _optional(rule):
+  return dataclasses.replace(rule, required=False)
 
 
 def model_config(config) -> autoencoder.AutoencoderConfig:
-  height, _, channels = DATASETS[config.data.name].image_shape
-  return autoencoder.AutoencoderConfig(image_size=height, image_channels=channels, **config.model)
+  """The model dataclass of `config.model`, its image shape the data set's; another architecture's field is refused."""
+  fields = {key: value for key, value in config.model.items() if key != "kind"}
+  architecture = fields.get("architecture", autoencoder.AutoencoderConfig.architecture)
+  if architecture in autoencoder.ARCHITECTURES:
+    own = autoencoder.ARCHITECTURE_FIELDS[architecture]
+    others = {field for names in autoencoder.ARCHITECTURE_FIELDS.values() for field in names} - set(own)
+    foreign = sorted(set(fields) & others)
+    if foreign:
+      raise ConfigError(f"model.{foreign[0]} is not a field of a model.architecture={architecture!r} autoencoder")
+  return autoencoder.AutoencoderConfig(image_shape=DATASETS[config.data.name].image_shape, **fields)
+
+
+def check_objective(config) -> None:
+  """The corruption needs its level and the VAE its β and K; neither is set where nothing reads it."""
+  objective, kind = config.objective, config.model.kind
+  if objective.corruption == "none" and "corruption_level" in objective:
+    raise ConfigError(
+        f"objective.corruption_level={show(objective.corruption_level)} is read by a corruption only, and "
+        f"objective.corruption='none'"
+    )
+  if objective.corruption != "none":
+    if "corruption_level" not in objective:
+      raise ConfigError(f"the config has no objective.corruption_level: objective.corruption={objective.corruption!r} "
+                        f"needs its σ or p")
+    corruption.check_corruption(objective.corruption, objective.corruption_level)
+  for key in VAE_OBJECTIVE_KEYS:
+    if kind == "vae" and key not in objective:
+      raise ConfigError(f"the config has no objective.{key}: model.kind='vae' needs it")
+    if kind != "vae" and key in objective:
+      raise ConfigError(f"objective.{key}={show(objective[key])} is for model.kind='vae', not {kind!r}")
 
 
 class AutoencoderTask(Task):
   unit = "examples"
   config_schema = {
       "data": {"name": one_of(DATASETS)},
-      # The image size and channels come from the data set; AutoencoderConfig checks the rest when built.
-      "model": fields_of(autoencoder.AutoencoderConfig, exclude=["image_size", "image_channels"]),
+      # The image shape comes from the data set; AutoencoderConfig checks ranges and choices when built.
+      "model": {"kind": one_of(KINDS), **fields_of(autoencoder.AutoencoderConfig, exclude=["image_shape"])},
+      "objective": {
+          "corruption": one_of(corruption.CORRUPTIONS),
+          "corruption_level": _optional(number(0)),  # σ (gaussian) or p (mask); only with a corruption
+          "beta": _optional(number(0)),  # vae: the KL's weight (1: the ELBO; Higgins et al. 2017's β-VAE otherwise)
+          "importance_samples": _optional(integer(1)),  # vae: K of the evaluated IWAE bound
+      },
   }
 
   @classmethod
   def check_config(cls, config, mesh_shape):
+    del mesh_shape
     model_config(config)
+    check_objective(config)
 
   @classmethod
   def describe(cls, config):
-    model = autoencoder.Autoencoder(model_config(config))  # the image shape is known without the data
-    return ModelDescription(init_params=functools.partial(_init_params, model, DATASETS[config.data.name].image_shape))
+    model = KINDS[config.model.kind](model_config(config))  # the image shape is known without the data
+    return ModelDescription(init_params=functools.partial(_init_params, model))
 
   def __init__(self, config):
     super().__init__(config)
     dataset = DATASETS[config.data.name]
-    self.train_images = dataset.load(config.data.data_dir, dataset.train_split)
-    self.eval_images = dataset.load(config.data.data_dir, dataset.eval_split)
-    self.model = autoencoder.Autoencoder(model_config(config))
+    self.train_images = dataset.load(config.data.data_dir, dataset.train_split)["image"]
+    self.eval_images = dataset.load(config.data.data_dir, dataset.eval_split)["image"]
+    self.model_config = model_config(config)
+    self.model = KINDS[config.model.kind](self.model_config)
+    self.variational = config.model.kind == "vae"
+    objective = config.objective
+    self.corruption = objective.corruption
+    self.corruption_level = objective.get("corruption_level", 0.0)
+    self.beta = objective.get("beta", 0.0)
+    self.importance_samples = objective.get("importance_samples", 1)
+    height, width, _ = self.model_config.image_shape
+    self.ssim_window = image_metrics.ssim_window_size(height, width)
 
   def init_params(self, rng):
-    return _init_params(self.model, self.train_images.shape[1:], rng)
+    return _init_params(self.model, rng)
 
-  def _reconstruction_error(self, params, images):
-    """Per-image binary cross-entropy summed over pixels (intensities in [0, 1] as targets)."""
-    logits = self.model.apply({"params": params}, images)
-    per_pixel = -(images * jax.nn.log_sigmoid(logits) + (1 - images) * jax.nn.log_sigmoid(-logits))
-    squared = jnp.square(nn.sigmoid(logits) - images)
-    return per_pixel.sum(axis=(1, 2, 3)), squared.mean(axis=(1, 2, 3))
+  def _forward(self, params, inputs, targets, rng):
+    """(decoder outputs, -log p(targets | z) [b], KL [b]: zero for a plain autoencoder) for `inputs`."""
+    if self.variational:
+      outputs, log_likelihood, kl = self.model.apply({"params": params}, inputs, rng, targets)
+    else:
+      outputs, log_likelihood = self.model.apply({"params": params}, inputs, targets)
+      kl = jnp.zeros_like(log_likelihood)
+    return outputs, -log_likelihood, kl
+
+  def _reconstruction(self, params, inputs):
+    """The decoder's mean image of each input's code (for the VAE, of its posterior mean)."""
+    latents = self.model.apply({"params": params}, inputs, method="encode")
+    latents = latents[0] if self.variational else latents
+    outputs = self.model.apply({"params": params}, latents, method="decode")
+    return autoencoder.pixel_means(self.model_config.likelihood, outputs)
 
   def loss_fn(self, params, batch, rng, train):
-    del rng, train
-    bce, mse = self._reconstruction_error(params, batch["image"])
-    return bce.mean(), {"loss": bce.mean(), "mse": mse.mean()}
+    del train  # the corruption is the denoising objective itself, not a training-only regulariser
+    clean = batch["image"]
+    corruption_rng, sample_rng = jax.random.split(rng)
+    inputs = corruption.corrupt(self.corruption, corruption_rng, clean, self.corruption_level)
+    outputs, nll, kl = self._forward(params, inputs, clean, sample_rng)
+    loss = jnp.mean(nll + self.beta * kl)
+    mse = jnp.mean(jnp.square(autoencoder.pixel_means(self.model_config.likelihood, outputs) - clean))
+    metrics = {"loss": loss, "reconstruction_nats": nll.mean(), "mse": mse}
+    if self.variational:
+      metrics["kl"] = kl.mean()
+    return loss, metrics
 
   def eval_fn(self, params, batch):
-    bce, mse = self._reconstruction_error(params, batch["image"])
-    weight = batch["weight"]
-    return {"bce": (bce * weight).sum(), "mse": (mse * weight).sum(), "examples": weight.sum()}
+    clean, weight = batch["image"], batch["weight"]
+    corruption_rng, sample_rng, bound_rng = jax.random.split(jax.random.key(EVAL_SEED), 3)
+    _, nll, kl = self._forward(params, clean, clean, sample_rng)
+    reconstruction = self._reconstruction(params, clean)
+    per_image = {
+        "loss": nll + self.beta * kl,
+        "reconstruction_nats": nll,
+        "mse": jnp.square(reconstruction - clean).reshape(clean.shape[0], -1).mean(axis=-1),
+        "psnr": image_metrics.psnr(reconstruction, clean),
+        "ssim": image_metrics.ssim(reconstruction, clean, window_size=self.ssim_window),
+    }
+    if self.variational:
+      per_image.update(kl=kl, elbo=-(nll + kl))
+      per_image["iwae"] = vae.importance_weighted_bound(self.model, params, clean, bound_rng, self.importance_samples)
+    if self.corruption != "none":
+      corrupted = corruption.corrupt(self.corruption, corruption_rng, clean, self.corruption_level)
+      per_image["denoised_psnr"] = image_metrics.psnr(self._reconstruction(params, corrupted), clean)
+    # Padding rows (weight 0) may score inf or NaN (a PSNR of an exact zero image): they must add nothing.
+    sums = {name: jnp.sum(jnp.where(weight > 0, value * weight, 0.0)) for name, value in per_image.items()}
+    return {**sums, "examples": weight.sum()}
 
   def summarize_eval(self, sums):
-    return {"loss": sums["bce"] / sums["examples"], "mse": sums["mse"] / sums["examples"]}
+    return {name: value / sums["examples"] for name, value in sums.items() if name != "examples"}
 
   def train_batches(self, seed, process_index, process_count):
     images = self.train_images
     examples = pipeline.grain.MapDataset.range(len(images)).map(lambda i: images[i])
     return pipeline.training_batches(
-        examples, self.config.data.batch_size, seed, process_index, process_count, batch_fn=lambda xs: {"image": np.stack(xs)}
+        examples, self.config.data.batch_size, seed, process_index, process_count,
+        batch_fn=lambda xs: {"image": np.stack(xs)},
     )
 
   def eval_batches(self):
@@ -90,5 +184,6 @@ class AutoencoderTask(Task):
     return self.config.data.batch_size
 
 
-def _init_params(model: autoencoder.Autoencoder, image_shape: tuple[int, ...], rng: jax.Array):
-  return model.init(rng, jnp.zeros((1, *image_shape)))["params"]
+def _init_params(model, rng: jax.Array):
+  images = jnp.zeros((1, *model.config.image_shape))
+  return model.init(rng, images, rng)["params"] if isinstance(model, vae.VAE) else model.init(rng, images)["params"]

@@ -7,7 +7,7 @@ import sys
 import jax
 import pytest
 
-from configs import digits_autoencoder, gpt2, llama, mistral
+from configs import autoencoder, gpt2, llama, mistral
 from decoders.errors import ConfigError
 from decoders.models import decoder_lm
 from experiments import inspection
@@ -100,7 +100,7 @@ def test_without_model_vocab_size_the_vocabulary_is_the_datas(lm_config):
 
 
 def test_the_autoencoder_is_inspected_without_its_data():
-  config = digits_autoencoder.get_config("test")
+  config = autoencoder.get_config("conv,test")
   config.data.data_dir = "/nonexistent"
   result = inspection.summarize(config)
   # 8x8x1 images, channels (16, 32), latent 16: 3x3 convolutions 1->16->32, a dense 128->16,
