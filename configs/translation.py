@@ -15,8 +15,10 @@ import ml_collections
 from configs import shakespeare_char
 
 FAMILIES = ("transformer", "rnn", "decoder_only", "prefix_lm")
-# Vaswani et al. 2017, sec. 5.3: Adam with beta_2 0.98, eps 1e-9, inverse-square-root decay after a warm-up.
-TRANSFORMER_OPTIMIZER = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=400, b2=0.98, eps=1e-9, weight_decay=0.0)
+# Vaswani et al. 2017, sec. 5.3: Adam with beta_2 0.98, eps 1e-9, inverse-square-root decay after a warm-up. Their
+# eq. 3 peaks at width^-0.5 / sqrt(warm-up) = 3e-3 for width 256 and 400 warm-up steps; 2e-3 here: the base model's
+# validation loss after 750 steps was 3.50 nats at 2e-3 against 3.95 at 1e-3 (post-LN; pre-LN at 2e-3: 3.74).
+TRANSFORMER_OPTIMIZER = dict(learning_rate=2e-3, schedule="rsqrt", warmup_steps=400, b2=0.98, eps=1e-9, weight_decay=0.0)
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
