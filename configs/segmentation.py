@@ -12,16 +12,14 @@ nearest, pixel_shuffle) changes the expanding path's upsampling.
 """
 import ml_collections
 
+from configs import parse_variant
+
 DATASETS = ("shapes", "nuclei")
 STEPS = {"shapes": 3000, "nuclei": 2000}  # the nuclei crops are few: fewer steps before they are learnt by heart
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  name, *rest = (variant or "shapes").split(",")
-  if name == "test":  # ":test" alone: the default data set's test size
-    name, rest = "shapes", ["test"]
-  if name not in DATASETS or rest not in ([], ["test"]):
-    raise ValueError(f"unknown variant {variant!r} of segmentation; expected one of {DATASETS}, optionally ',test'")
+  name, test = parse_variant(variant, DATASETS, "segmentation")
   config = ml_collections.ConfigDict()
   config.task = "segmentation"
   config.seed = 0
@@ -63,7 +61,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       profile_steps=0,
   )
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  if rest == ["test"]:
+  if test:
     config.data.update(batch_size=8, eval_batch_size=8)  # 8: the test suite's virtual devices split the batch
     config.model.update(base_width=4, channel_multipliers=(1, 2), convs_per_level=1, norm_groups=2)
     config.optimizer.update(learning_rate=3e-3, warmup_steps=2)

@@ -12,7 +12,7 @@ as its prompt: "decoder_only", "prefix_lm"), then optionally ",test": `:rnn,test
 """
 import ml_collections
 
-from configs import shakespeare_char
+from configs import parse_variant, shakespeare_char
 
 FAMILIES = ("transformer", "rnn", "decoder_only", "prefix_lm")
 # Vaswani et al. 2017, sec. 5.3: Adam with beta_2 0.98, eps 1e-9, inverse-square-root decay after a warm-up. Their
@@ -22,11 +22,7 @@ TRANSFORMER_OPTIMIZER = dict(learning_rate=2e-3, schedule="rsqrt", warmup_steps=
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  family, *rest = (variant or "transformer").split(",")
-  if family == "test":  # ":test" alone: the default family's test size
-    family, rest = "transformer", ["test"]
-  if family not in FAMILIES or rest not in ([], ["test"]):
-    raise ValueError(f"unknown variant {variant!r} of translation; expected one of {FAMILIES}, optionally ',test'")
+  family, test = parse_variant(variant, FAMILIES, "translation")
   config = ml_collections.ConfigDict()
   config.task = "translation"
   config.seed = 0
@@ -86,7 +82,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.sample = shakespeare_char.get_config().sample.to_dict()
   config.sample.update(prompt="Click the Save button to save the document.", num_tokens=96, temperature=0.0)
 
-  if rest == ["test"]:
+  if test:
     config.data.update(vocab_size=400, max_source_len=24, max_target_len=24, batch_size=8, eval_batch_size=16)
     if family == "transformer":
       config.model.update(num_encoder_layers=1, num_decoder_layers=1, width=32, num_heads=2, mlp_dim=64)
