@@ -4,6 +4,7 @@
     python run.py --config=configs/autoencoder.py:mlp --workdir=workdirs/autoencoder_mlp
     python run.py --config=configs/autoencoder.py:denoising --workdir=workdirs/autoencoder_denoising
     python run.py --config=configs/autoencoder.py:vae --workdir=workdirs/vae
+    python run.py --config=configs/autoencoder.py:kl_vae --workdir=workdirs/kl_vae      # latent diffusion's autoencoder
     python run.py --config=configs/autoencoder.py:conv,test --workdir=/tmp/tiny_ae                  # seconds, for tests
 
 The variant names the model, then optionally ",test": a seconds-long run on scikit-learn's 8x8 digits. Any field
@@ -12,16 +13,13 @@ can be overridden: --config.model.upsampling=pixel_shuffle (or nearest, bilinear
 """
 import ml_collections
 
-VARIANTS = ("conv", "mlp", "denoising", "vae")
+from configs import parse_variant
+
+VARIANTS = ("conv", "mlp", "denoising", "vae", "kl_vae")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  name, *rest = (variant or "conv").split(",")
-  if name == "test":  # ":test" alone: the default variant's test size
-    name, rest = "conv", ["test"]
-  if name not in VARIANTS or rest not in ([], ["test"]):
-    raise ValueError(f"unknown variant {variant!r} of autoencoder; expected one of {VARIANTS}, optionally ',test'")
-  test = rest == ["test"]
+  name, test = parse_variant(variant, VARIANTS, "autoencoder")
   config = ml_collections.ConfigDict()
   config.task = "autoencoder"
   config.seed = 0
@@ -32,6 +30,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model = dict(kind="autoencoder", architecture="mlp", hidden_sizes=(512, 256), latent_dim=32)
   elif name == "vae":
     config.model = dict(kind="vae", **conv, latent_dim=16)
+  elif name == "kl_vae":  # Rombach et al. 2022, sec. 3: a spatial latent, 28x28 -> 7x7x4 (f = 4)
+    config.model = dict(kind="vae", **conv, latent_channels=4)
   else:
     config.model = dict(kind="autoencoder", **conv, latent_dim=32)
   config.model.likelihood = "bernoulli"
@@ -40,6 +40,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.objective.update(corruption="mask", corruption_level=0.25)
   elif name == "vae":  # β = 1: the ELBO itself; K = 100 importance samples for the reported log-likelihood
     config.objective.update(beta=1.0, importance_samples=100)
+  elif name == "kl_vae":  # "KL-reg" (Rombach et al. 2022, sec. 3): a small β only nudges q(z|x) towards N(0, I)
+    config.objective.update(beta=1e-3, importance_samples=10)
   config.optimizer = dict(
       learning_rate=2e-3,
       schedule="cosine",
@@ -66,8 +68,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if name == "mlp":
       config.model.update(hidden_sizes=(64,), latent_dim=16)
     else:  # 8x8 digits: two levels to a 2x2 bottleneck
-      config.model.update(channels=(16, 32), latent_dim=16 if name != "vae" else 8)
-    if name == "vae":
+      config.model.channels = (16, 32)
+      if name != "kl_vae":  # a 2x2x4 spatial latent has no latent_dim
+        config.model.latent_dim = 16 if name != "vae" else 8
+    if name in ("vae", "kl_vae"):
       config.objective.importance_samples = 8
     config.optimizer.update(learning_rate=3e-3, warmup_steps=50, final_lr_fraction=0.1)
     config.train.update(num_steps=60, log_every=10, eval_every=30, eval_batches=0, checkpoint_every=30)

@@ -13,6 +13,10 @@ at every position where the window lies inside the image (Wang et al.'s MATLAB c
 filters the whole image and crops the same border), then averaged over positions and channels (MSSIM, eq. 17).
 Images smaller than the window take `ssim_window_size`'s largest odd window that fits, with the same σ: 8x8 digits
 are scored with 7 taps.
+
+The checkerboard score (Odena et al. 2016) measures the periodic artifact an upsampling of stride s leaves: the
+share of an image's power, its per-channel mean removed, that lies at the stride frequencies; see
+`checkerboard_score`.
 """
 import jax
 import jax.numpy as jnp
@@ -76,3 +80,36 @@ def ssim(
       (mean_x**2 + mean_y**2 + c1) * (variance_x + variance_y + c2)
   )
   return similarity.reshape(similarity.shape[0], -1).mean(axis=-1)
+
+
+def checkerboard_score(images: jax.Array, stride: int = 2) -> jax.Array:
+  """The share of each image's power at the frequencies of a stride-`stride` pattern [b], in [0, 1].
+
+  With x the image minus each channel's mean and X its 2-D DFT over height H and width W (per channel),
+
+      score = Σ_c Σ_{(k, l) ≠ (0, 0)} |X_c(k H/s, l W/s)|² / Σ_c Σ_{u, v} |X_c(u, v)|²,   k, l = 0 .. s - 1,
+
+  the frequencies of every pattern that repeats each s pixels, where the uneven overlap of a transposed
+  convolution whose kernel the stride does not divide puts its checkerboard (Odena et al. 2016). A pattern of
+  period s alone scores 1, a smooth image about 0, white noise about (s² - 1) / (H W).
+
+  Computed without an FFT: the numerator is the power of x's s-periodic component p, x averaged over each of the
+  s x s sampling phases (p[i, j] = mean of x[i + s m, j + s n] over m, n), since that average keeps exactly those
+  frequencies; by Parseval, score = Σ p² over the image / Σ x². p's own mean is removed too: it is the (0, 0) term,
+  zero but for float32 rounding, which would otherwise make a constant image's rounding residue all "periodic".
+  An image with no power (a constant) scores 0.
+  """
+  batch, height, width, channels = images.shape
+  if isinstance(stride, bool) or not isinstance(stride, int) or stride < 2:
+    raise ConfigError(f"checkerboard stride={stride!r} must be an integer of at least 2")
+  if height % stride or width % stride:
+    raise ConfigError(f"images of {height}x{width} cannot be split into stride={stride} phases: both must be "
+                      f"divisible by {stride}")
+  x = images.astype(jnp.float32)
+  x = x - x.mean(axis=(1, 2), keepdims=True)
+  phases = x.reshape(batch, height // stride, stride, width // stride, stride, channels).mean(axis=(1, 3))
+  phases = phases - phases.mean(axis=(1, 2), keepdims=True)
+  periodic_power = (height // stride) * (width // stride) * jnp.square(phases).sum(axis=(1, 2, 3))
+  total_power = jnp.square(x).sum(axis=(1, 2, 3))
+  has_power = total_power > 0
+  return jnp.where(has_power, periodic_power / jnp.where(has_power, total_power, 1.0), 0.0)

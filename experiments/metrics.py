@@ -60,9 +60,10 @@ class ProgressBar:
     self._bar.update(steps)
 
   def show(self, step: int, metrics: dict, units_per_second: float) -> None:
+    # One loss, or one per objective ("discriminator/loss", "generator/loss": experiments/trainer.py).
+    losses = " ".join(f"{name}={value:.4f}" for name, value in metrics.items() if name.split("/")[-1] == "loss")
     self._bar.set_postfix_str(
-        f"loss={metrics['loss']:.4f} lr={metrics['learning_rate']:.2e} {self._unit}/s={units_per_second:,.0f}",
-        refresh=False,
+        f"{losses} lr={metrics['learning_rate']:.2e} {self._unit}/s={units_per_second:,.0f}", refresh=False
     )
 
   def print(self, message: str) -> None:

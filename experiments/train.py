@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from decoders import interop
 from decoders.layers import partitioning
 from decoders.models import decoder_lm
-from experiments import attention_maps, config_rules, metrics, optimizers, preemption, pretrained, sharding, tasks
+from experiments import attention_maps, config_rules, figures, metrics, optimizers, preemption, pretrained, sharding, tasks
 from experiments import workdir as workdir_lib
 from experiments.checkpointing import Checkpointer
 from experiments.config_rules import TEXT, integer
@@ -116,6 +116,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if text is not None:
         writer.write_text(step, "sample", text)
         print(f"sample:\n{text}", flush=True)
+      _write_figures(config, task, state.params, workdir)
     finally:
       writer.close()
   return final
@@ -271,9 +272,18 @@ def sample(config, workdir: str, prompts: Sequence[str] | None = None, stream: b
 
   # The key train_and_evaluate samples with.
   text = task.sample(state.params, jax.random.key(config.seed + 1), prompts, write if stream else None)
-  if not pieces:
+  drawn = _write_figures(config, task, state.params, workdir) if workdir else []
+  if not pieces and (text is not None or not drawn):
     print(text if text is not None else f"task {config.task!r} has nothing to sample", flush=True)
   return text
+
+
+def _write_figures(config, task, params, workdir: str) -> list[str]:
+  """The task's figures as PNGs in <workdir>/figures, each path printed; the same key after training and later."""
+  paths = figures.write_figures(task, params, jax.random.key(config.seed + 2), workdir)
+  for path in paths:
+    print(f"figure: {path}", flush=True)
+  return paths
 
 
 def attention(config, workdir: str, prompts: Sequence[str] | None = None) -> list[str]:

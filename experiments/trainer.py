@@ -105,7 +105,7 @@ class Trainer:
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     params, opt_states, metrics, scalars = state.params, [], {}, []
     # Objectives are applied in order, each seeing the parameters the previous one updated
-    # (for a GAN: the discriminator step sees the freshly updated generator).
+    # (a GAN's generator step, listed second, sees the discriminator its first step just updated).
     for index, (objective, optimizer, opt_state) in enumerate(zip(self.objectives, self.optimizers, state.opt_states)):
 
       def loss_of_part(part, params=params, objective=objective, index=index):

@@ -3,6 +3,9 @@
 
     mlp   image -> flatten -> [dense + gelu] x N -> dense latent -> [dense + gelu] x N (reversed) -> dense -> image
     conv  image -> [3x3 conv stride 2 + gelu] x N -> dense latent -> dense -> [upsample x2] x N -> image
+    conv, latent_channels > 0: a spatial latent, no dense bottleneck (Rombach et al. 2022, sec. 3: downsampling by
+          f = 2^N to latents [h/f, w/f, c]): image -> [3x3 conv stride 2 + gelu] x N -> 3x3 conv to c channels
+          -> 3x3 conv + gelu -> [upsample x2] x N -> image; `latent_dim` is then unused
 
 The convolutional decoder undoes the encoder level by level with the upsampling block `upsampling` names
 (decoders/layers/upsampling.py: transposed convolution, nearest/bilinear resize + convolution, pixel shuffle), its
@@ -33,7 +36,7 @@ from decoders.layers.partitioning import CONV_IN, CONV_OUT, EMBED, with_axes
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # The fields each architecture reads; a config setting another's is refused (experiments/tasks/autoencoder.py).
-ARCHITECTURE_FIELDS = {"mlp": ("hidden_sizes",), "conv": ("channels", "upsampling", "kernel_size")}
+ARCHITECTURE_FIELDS = {"mlp": ("hidden_sizes",), "conv": ("channels", "upsampling", "kernel_size", "latent_channels")}
 
 
 def _positive_ints(value) -> bool:
@@ -49,6 +52,7 @@ class AutoencoderConfig:
   upsampling: str = "transposed"  # conv: the decoder's upsampling block, one of upsampling.METHODS
   kernel_size: int = 3  # conv: the width of the decoder's upsampling convolutions
   latent_dim: int = 16
+  latent_channels: int = 0  # conv: > 0 makes the latent spatial, [h/2^N, w/2^N, latent_channels]; 0: latent_dim wide
   likelihood: str = "bernoulli"  # one of LIKELIHOODS
 
   def __post_init__(self):
@@ -60,6 +64,11 @@ class AutoencoderConfig:
       raise ConfigError(f"model.likelihood={self.likelihood!r} is not one of {LIKELIHOODS}")
     if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
       raise ConfigError(f"model.latent_dim={self.latent_dim!r} must be a positive integer")
+    if isinstance(self.latent_channels, bool) or not isinstance(self.latent_channels, int) or self.latent_channels < 0:
+      raise ConfigError(f"model.latent_channels={self.latent_channels!r} must be an integer >= 0 (0: a vector latent)")
+    if self.architecture == "mlp" and self.latent_channels:
+      raise ConfigError(f"model.latent_channels={self.latent_channels} needs model.architecture='conv': a spatial "
+                        "latent is a convolutional feature map")
     if self.architecture == "mlp":
       if not _positive_ints(self.hidden_sizes):
         raise ConfigError(f"model.hidden_sizes={self.hidden_sizes!r} must be a tuple of positive integers")
@@ -84,6 +93,11 @@ class AutoencoderConfig:
     factor = 2 ** len(self.channels)
     return height // factor, width // factor, self.channels[-1]
 
+  @property
+  def latent_shape(self) -> tuple[int, ...]:
+    """One latent's shape: [h/2^N, w/2^N, latent_channels] if spatial, else [latent_dim]."""
+    return (*self.bottleneck_shape[:2], self.latent_channels) if self.latent_channels else (self.latent_dim,)
+
 
 def _dense(features: int, name: str) -> nn.Module:
   return nn.Dense(
@@ -94,11 +108,11 @@ def _dense(features: int, name: str) -> nn.Module:
   )
 
 
-def _downsample(features: int, name: str) -> nn.Module:
+def _conv3x3(features: int, name: str, stride: int = 1) -> nn.Module:
   return nn.Conv(
       features,
       (3, 3),
-      strides=(2, 2),
+      strides=(stride, stride),
       padding="SAME",
       kernel_init=with_axes(nn.initializers.lecun_normal(), None, None, CONV_IN, CONV_OUT),
       bias_init=with_axes(nn.initializers.zeros, CONV_OUT),
@@ -107,10 +121,11 @@ def _downsample(features: int, name: str) -> nn.Module:
 
 
 class Encoder(nn.Module):
-  """Images [b, h, w, c] -> [b, head_features] (default: the latent, latent_dim wide)."""
+  """Images [b, h, w, c] -> [b, head_features] (default: the latent, latent_dim wide); a spatial latent's encoder
+  gives [b, h/2^N, w/2^N, head_features] (default latent_channels)."""
 
   config: AutoencoderConfig
-  head_features: int | None = None  # the VAE's encoder outputs a mean and a log-variance: 2 * latent_dim
+  head_features: int | None = None  # the VAE's encoder outputs a mean and a log-variance: twice the latent's width
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -120,7 +135,9 @@ class Encoder(nn.Module):
     x = images
     if cfg.architecture == "conv":
       for i, features in enumerate(cfg.channels):
-        x = nn.gelu(_downsample(features, f"conv_{i}")(x))
+        x = nn.gelu(_conv3x3(features, f"conv_{i}", stride=2)(x))
+    if cfg.latent_channels:  # the last level's map is the latent (Rombach et al. 2022, sec. 3)
+      return _conv3x3(self.head_features or cfg.latent_channels, "to_latent")(x)
     x = x.reshape(x.shape[0], -1)
     if cfg.architecture == "mlp":
       for i, features in enumerate(cfg.hidden_sizes):
@@ -129,22 +146,30 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Latents [b, latent_dim] -> one output per pixel and channel [b, h, w, c]: logits or means (`likelihood`)."""
+  """Latents [b, *latent_shape] -> one output per pixel and channel [b, h, w, c]: logits or means (`likelihood`)."""
 
   config: AutoencoderConfig
 
   @nn.compact
   def __call__(self, latents: jax.Array) -> jax.Array:
     cfg = self.config
-    if latents.shape[-1] != cfg.latent_dim:
+    if cfg.latent_channels:
+      if tuple(latents.shape[1:]) != cfg.latent_shape:
+        raise ConfigError(
+            f"latents of shape {tuple(latents.shape[1:])} do not fit a decoder of latent shape {cfg.latent_shape}"
+        )
+    elif latents.shape[-1] != cfg.latent_dim:
       raise ConfigError(f"latents of width {latents.shape[-1]} do not fit a decoder of latent_dim={cfg.latent_dim}")
     if cfg.architecture == "mlp":
       x = latents
       for i, features in enumerate(reversed(cfg.hidden_sizes)):
         x = nn.gelu(_dense(features, f"hidden_{i}")(x))
       return _dense(math.prod(cfg.image_shape), "to_pixels")(x).reshape(latents.shape[0], *cfg.image_shape)
-    x = nn.gelu(_dense(math.prod(cfg.bottleneck_shape), "from_latent")(latents))
-    x = x.reshape(latents.shape[0], *cfg.bottleneck_shape)
+    if cfg.latent_channels:
+      x = nn.gelu(_conv3x3(cfg.channels[-1], "from_latent")(latents))
+    else:
+      x = nn.gelu(_dense(math.prod(cfg.bottleneck_shape), "from_latent")(latents))
+      x = x.reshape(latents.shape[0], *cfg.bottleneck_shape)
     widths = [*reversed(cfg.channels[:-1]), cfg.image_shape[-1]]  # the encoder's levels in reverse, then the image
     for i, features in enumerate(widths):
       x = upsampling.Upsample(features, cfg.upsampling, 2, cfg.kernel_size, name=f"up_{i}")(x)

@@ -1,6 +1,8 @@
 """Variational autoencoder (Kingma & Welling 2013) over the encoder and decoder bodies of autoencoder.py.
 
-    q(z|x) = N(μ(x), diag σ²(x))       the encoder, its head 2 * latent_dim wide: (μ, log σ²)
+    q(z|x) = N(μ(x), diag σ²(x))       the encoder, its head twice the latent's width: (μ, log σ²); a spatial
+                                       latent (latent_channels > 0) is the KL-regularised autoencoder of Rombach
+                                       et al. 2022, sec. 3, whose β is small (their "KL-reg")
     z = μ + σ ⊙ ε,  ε ~ N(0, I)        the reparameterisation trick (sec. 2.4): a sample differentiable in μ and σ
     p(z) = N(0, I),  p(x|z)            the decoder read by its pixel likelihood (Bernoulli logits, or Gaussian means
                                        under one learned variance: autoencoder.PixelLikelihood)
@@ -32,8 +34,10 @@ def reparameterize(rng: jax.Array, mean: jax.Array, log_variance: jax.Array) -> 
 
 
 def gaussian_kl(mean: jax.Array, log_variance: jax.Array) -> jax.Array:
-  """KL(N(mean, exp(log_variance)) || N(0, I)) per example [b], in nats (Kingma & Welling 2013, eq. 10)."""
-  return -0.5 * jnp.sum(1.0 + log_variance - jnp.square(mean) - jnp.exp(log_variance), axis=-1)
+  """KL(N(mean, exp(log_variance)) || N(0, I)) per example [b], in nats (Kingma & Welling 2013, eq. 10), summed
+  over every axis of the latent but the batch's."""
+  per_dim = 1.0 + log_variance - jnp.square(mean) - jnp.exp(log_variance)
+  return -0.5 * per_dim.reshape(per_dim.shape[0], -1).sum(axis=-1)
 
 
 def diagonal_gaussian_log_density(latents: jax.Array, mean: jax.Array, log_variance: jax.Array) -> jax.Array:
@@ -46,12 +50,12 @@ class VAE(nn.Module):
   config: AutoencoderConfig
 
   def setup(self):
-    self.encoder = Encoder(self.config, head_features=2 * self.config.latent_dim)
+    self.encoder = Encoder(self.config, head_features=2 * self.config.latent_shape[-1])
     self.decoder = Decoder(self.config)
     self.likelihood = PixelLikelihood(self.config.likelihood)
 
   def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The posterior q(z|x): (mean, log-variance), each [b, latent_dim]."""
+    """The posterior q(z|x): (mean, log-variance), each [b, *latent_shape]."""
     mean, log_variance = jnp.split(self.encoder(images), 2, axis=-1)
     return mean, log_variance
 
@@ -88,11 +92,13 @@ def importance_weighted_bound(
     raise ConfigError(f"importance samples K={num_samples!r} must be a positive integer")
   variables = {"params": params}
   mean, log_variance = model.apply(variables, images, method=VAE.encode)
+  flat_mean, flat_log_variance = (x.reshape(x.shape[0], -1) for x in (mean, log_variance))  # a spatial latent too
 
   def log_weight(key: jax.Array) -> jax.Array:
     latents = reparameterize(key, mean, log_variance)
-    log_prior = diagonal_gaussian_log_density(latents, jnp.zeros_like(latents), jnp.zeros_like(latents))
-    log_posterior = diagonal_gaussian_log_density(latents, mean, log_variance)
+    flat = latents.reshape(flat_mean.shape)
+    log_prior = diagonal_gaussian_log_density(flat, jnp.zeros_like(flat), jnp.zeros_like(flat))
+    log_posterior = diagonal_gaussian_log_density(flat, flat_mean, flat_log_variance)
     return model.apply(variables, images, latents, method=VAE.log_likelihood) + log_prior - log_posterior
 
   log_weights = jax.lax.map(log_weight, jax.random.split(rng, num_samples))  # [K, b]
@@ -101,7 +107,7 @@ def importance_weighted_bound(
 
 def sample_prior(model: VAE, params: Params, rng: jax.Array, num_samples: int) -> jax.Array:
   """Images [n, h, w, c] decoded from z ~ p(z) = N(0, I): each the mean E[x|z] of its decoder distribution."""
-  latents = jax.random.normal(rng, (num_samples, model.config.latent_dim))
+  latents = jax.random.normal(rng, (num_samples, *model.config.latent_shape))
   outputs = model.apply({"params": params}, latents, method=VAE.decode)
   return pixel_means(model.config.likelihood, outputs)
 
@@ -114,7 +120,7 @@ def interpolate(model: VAE, params: Params, start: jax.Array, end: jax.Array, st
   variables = {"params": params}
   start_latent, _ = model.apply(variables, start, method=VAE.encode)
   end_latent, _ = model.apply(variables, end, method=VAE.encode)
-  fractions = jnp.linspace(0.0, 1.0, steps)[None, :, None]  # [1, steps, 1]
-  latents = (1.0 - fractions) * start_latent[:, None] + fractions * end_latent[:, None]  # [b, steps, d]
-  outputs = model.apply(variables, latents.reshape(-1, latents.shape[-1]), method=VAE.decode)
+  fractions = jnp.linspace(0.0, 1.0, steps).reshape(1, steps, *(1,) * (start_latent.ndim - 1))  # [1, steps, 1...]
+  latents = (1.0 - fractions) * start_latent[:, None] + fractions * end_latent[:, None]  # [b, steps, *latent_shape]
+  outputs = model.apply(variables, latents.reshape(-1, *latents.shape[2:]), method=VAE.decode)
   return pixel_means(model.config.likelihood, outputs).reshape(*latents.shape[:2], *outputs.shape[1:])

@@ -3,7 +3,10 @@ from decoders.errors import ConfigError
 from experiments import config_rules
 from experiments.tasks.autoencoder import AutoencoderTask
 from experiments.tasks.base import Objective, Task
+from experiments.tasks.gan import GanTask
+from experiments.tasks.image_classifier import ImageClassifierTask
 from experiments.tasks.language_model import LanguageModelTask
+from experiments.tasks.latent_diffusion import LatentDiffusionTask
 from experiments.tasks.masked_lm import MaskedLMTask
 from experiments.tasks.segmentation import SegmentationTask
 from experiments.tasks.translation import TranslationTask
@@ -14,6 +17,9 @@ TASKS: dict[str, type[Task]] = {
     "masked_lm": MaskedLMTask,
     "translation": TranslationTask,
     "segmentation": SegmentationTask,
+    "gan": GanTask,
+    "image_classifier": ImageClassifierTask,
+    "latent_diffusion": LatentDiffusionTask,
 }
 
 

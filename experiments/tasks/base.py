@@ -130,6 +130,13 @@ class Task(abc.ABC):
     del params
     return {}
 
+  def figures(self, params: Params, rng: jax.Array) -> dict[str, np.ndarray]:
+    """Pictures of what the model makes (samples, reconstructions, interpolations): named grids of images
+    [rows, columns, height, width, channels] in [0, 1], which experiments/figures.py writes as
+    <workdir>/figures/NAME.png after training and in --mode=sample; none by default."""
+    del params, rng
+    return {}
+
   def alignment(self, params: Params, prompt: str) -> tuple[list[str], list[str], np.ndarray]:
     """(source tokens, output tokens, attention weights [outputs, sources]) of the model's output for `prompt`, for
     --mode=attention's picture; a task whose model attends over no source has none."""

@@ -23,7 +23,7 @@ CONFIGS = {
     if path.stem != "__init__"
 }
 # Free text: any string is a valid directory or prompt here (their contents are checked later).
-FREE_TEXT = {"data.data_dir", "data.source_dir", "sample.prompt"}
+FREE_TEXT = {"data.data_dir", "data.source_dir", "data.autoencoder_workdir", "sample.prompt"}
 # Any finite value is valid: there is no range to leave.
 UNBOUNDED = {"sample.length_penalty"}
 
@@ -168,7 +168,7 @@ CASES = {
     "weights of no kind": ({"init_from": "model.bin"}, "init_from='model.bin' must be hf:DIR or gguf:PATH"),
     "negative temperature": ({"sample.temperature": -0.5}, "sample.temperature=-0.5"),
     "no tokens to sample": ({"sample.num_tokens": 0}, "sample.num_tokens=0"),
-    "unknown task": ({"task": "gan"}, "task='gan'"),
+    "unknown task": ({"task": "wgan"}, "task='wgan'"),
 }
 
 
