@@ -43,19 +43,18 @@ from absl import app, flags, logging
 
 from experiments import inspection
 from experiments import metrics as metrics_lib
-from experiments import preemption, reproductions, train
+from experiments import figures, preemption, reproductions, tasks, train
 from experiments import workdir as workdir_lib
 from experiments.bench import common
 from experiments.errors import USER_ERRORS, UserError
 from experiments.reproductions import quality, report
-from experiments.reproductions.base import METRICS, Ablation, Run, format_metric, run_config
+from experiments.reproductions.base import METRICS, UNIT_METRICS, Ablation, Run, format_metric, run_config
 
 RESULTS_DIR = "reproductions"  # committed: one folder per reproduction
 REPORT = "REPRODUCTIONS.md"
 RESULTS_FILE, TABLE_FILE = "results.json", "table.md"
 RUN_RECORD = "reproduce.json"  # in a run's workdir: wall time spent on it; machine and date it finished
 LOG_FILE = "train.log"
-GENERATION_METRICS = ("bleu", "chrf")  # prefixes of the final evaluation's keys that results.json keeps
 COMPILE_ROWS = 1  # the first train row's window includes compiling the step: left out of throughput
 
 _QUICK = flags.DEFINE_bool("quick", False, "Run the reproduction's small version (minutes, not an hour).")
@@ -137,12 +136,13 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
   train_curve, elapsed, previous = [], 0.0, 0
   for row in train_rows:
     elapsed += (row["step"] - previous) / row["steps_per_second"]
-    train_curve.append([row["step"], round(row["loss"], 5), round(elapsed, 2)])
+    train_curve.append([row["step"], round(_train_loss(row), 5), round(elapsed, 2)])
     previous = row["step"]
   seconds_at = {step: seconds for step, _, seconds in train_curve}
   eval_rows = [row for row in rows if row["split"] == "eval"]
   eval_curve = [[row["step"], round(row["loss"], 5), seconds_at.get(row["step"])] for row in eval_rows]
-  rates = [row["tokens_per_second"] for row in train_rows[COMPILE_ROWS:] or train_rows]
+  loss_metric, rate_metric = UNIT_METRICS[tasks.lookup(config).unit]
+  rates = [row[rate_metric] for row in train_rows[COMPILE_ROWS:] or train_rows]
   final = _final_eval(rows, num_steps)
   samples = [row["text"] for row in rows if row["split"] == "sample" and row["step"] == num_steps]
   model = inspection.summarize(config)  # the parameters and cache of config's model, none of them allocated
@@ -153,28 +153,36 @@ def summarize_run(config, run: Run, run_dir: str) -> dict:
       "overrides": dict(run.overrides),
       "steps": num_steps,
       "metrics": {
-          "validation_loss": final["loss"],
+          loss_metric: final["loss"],
           "validation_loss_per_character": final.get("nats_per_character"),
-          "tokens_per_second": statistics.median(rates) if rates else None,  # None: a run of 0 steps
+          rate_metric: statistics.median(rates) if rates else None,  # None: a run of 0 steps
           "kv_cache_bytes_per_token": model.cache_bytes_per_unit(config.model.get("dtype", "float32")),
           "non_embedding_params": model.non_embedding,
           "wall_seconds": record.get("wall_seconds"),
-          # What the task measures of its generations (a translation's BLEU and chrF, overall and by length).
-          **{name: value for name, value in final.items() if name.startswith(GENERATION_METRICS)},
+          # The rest of the final evaluation: a translation's BLEU and chrF (overall, by length, by beam width), an
+          # image model's PSNR, ELBO, IoU, ...
+          **{name: value for name, value in final.items() if name not in ("loss", "step", "split")},
       },
       "curves": {"train": train_curve, "eval": eval_curve},
       "sample": samples[-1] if samples else None,
+      "figures": sorted(os.listdir(figures_dir)) if os.path.isdir(figures_dir := os.path.join(run_dir, figures.FOLDER))
+      else [],
       "machine": record.get("machine"),
       "date": record.get("date"),
       "workdir": run_dir,
   }
 
 
+def _train_loss(row: dict) -> float:
+  """A train row's loss; of a task with several objectives (a GAN), the first objective's."""
+  return row["loss"] if "loss" in row else next(value for name, value in row.items() if name.endswith("/loss"))
+
+
 def _describe(result: dict) -> str:
   shown = {name: format_metric(name, value) for name, value in result["metrics"].items() if name in METRICS}
+  loss, rate = next(names for names in UNIT_METRICS.values() if names[0] in shown)
   bleu = f", BLEU {shown['bleu']}" if "bleu" in shown else ""
-  return (f"validation loss {shown['validation_loss']}{bleu}, {shown['tokens_per_second']} tokens/s, "
-          f"{shown['wall_seconds']}")
+  return f"{METRICS[loss][0]} {shown[loss]}{bleu}, {METRICS[rate][0]} {shown[rate]}, {shown['wall_seconds']}"
 
 
 def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dict]]:
@@ -224,6 +232,11 @@ def write_results(ablation: Ablation, document: dict, workdir: str, results_dir:
   os.makedirs(folder, exist_ok=True)
   for path in paths:
     shutil.copy(path, folder)
+  for run in document["runs"]:  # each run's pictures of what its model makes, as report.figure_path names them
+    for name in run.get("figures", []):
+      destination = os.path.join(folder, report.figure_path(run["name"], name))
+      os.makedirs(os.path.dirname(destination), exist_ok=True)
+      shutil.copy(os.path.join(run["workdir"], figures.FOLDER, name), destination)
   return folder
 
 

@@ -21,18 +21,36 @@ METRICS = {
     "non_embedding_params": ("non-embedding parameters", "{:,.0f}"),
     "validation_loss": ("validation loss (nats/token)", "{:.4f}"),
     "validation_loss_per_character": ("validation loss (nats/char)", "{:.4f}"),
+    "validation_loss_per_image": ("validation loss (nats/image)", "{:.2f}"),
     "tokens_per_second": ("train tokens/s (median)", "{:,.0f}"),
+    "examples_per_second": ("train images/s (median)", "{:,.0f}"),
     "kv_cache_bytes_per_token": ("KV cache bytes/token", "{:,.0f}"),
     "wall_seconds": ("wall time", None),  # minutes and seconds: see format_metric
     "bleu": ("test BLEU", "{:.2f}"),
     "chrf": ("test chrF", "{:.2f}"),
     "bleu_long": ("test BLEU on long sources", "{:.2f}"),
     **{f"bleu_beam_{w}": (f"BLEU, beam {w}" if w > 1 else "BLEU, greedy", "{:.2f}") for w in (1, 2, 4, 8)},
+    # The image families' final evaluations (experiments/tasks: autoencoder, segmentation, gan, image_classifier).
+    "psnr": ("test PSNR (dB)", "{:.2f}"),
+    "ssim": ("test SSIM", "{:.3f}"),
+    "denoised_psnr": ("PSNR from corrupted inputs (dB)", "{:.2f}"),
+    "elbo": ("test ELBO (nats)", "{:.2f}"),
+    "iwae": ("test log-likelihood, IWAE bound (nats)", "{:.2f}"),
+    "mean_iou": ("test mean IoU", "{:.3f}"),
+    "mean_dice": ("test mean Dice", "{:.3f}"),
+    "checkerboard": ("checkerboard score", "{:.4f}"),
+    "accuracy": ("test accuracy", "{:.4f}"),
+}
+# A run's validation loss and training throughput, by its task's unit (Task.unit).
+UNIT_METRICS = {
+    "tokens": ("validation_loss", "tokens_per_second"),
+    "examples": ("validation_loss_per_image", "examples_per_second"),
 }
 
 
 # The plots of each results folder (plots.py draws them, the report links them): file -> what it shows.
-PLOTS = {"validation_loss.png": "validation loss", "loss_curves.png": "loss curves", "tokens_per_second.png": "tokens/s"}
+PLOTS = {"validation_loss.png": "validation loss", "loss_curves.png": "loss curves"}
+THROUGHPUT_PLOTS = {"tokens_per_second": "tokens/s", "examples_per_second": "images/s"}  # metric (.png) -> label
 TRANSLATION_PLOTS = {"bleu_by_length.png": "BLEU by source length"}
 LENGTH_METRIC = "bleu_words_"  # the translation task's BLEU per bucket of source words: bleu_words_10_19, ...
 
@@ -44,10 +62,17 @@ def bleu_by_length(run: Mapping[str, Any]) -> list[tuple[int, float]]:
   return sorted(buckets)
 
 
+def unit_metrics(document: Mapping[str, Any]) -> tuple[str, str]:
+  """(validation loss, throughput) metric names of a results document's runs: per token or per image."""
+  metrics = document["runs"][0]["metrics"] if document["runs"] else {}
+  return next((names for names in UNIT_METRICS.values() if names[0] in metrics), UNIT_METRICS["tokens"])
+
+
 def plot_names(document: Mapping[str, Any]) -> dict[str, str]:
   """The plots a results document's runs have (plots.py draws them): file -> what it shows."""
   translates = any(bleu_by_length(run) for run in document["runs"])
-  return {**PLOTS, **(TRANSLATION_PLOTS if translates else {})}
+  throughput = unit_metrics(document)[1]
+  return {**PLOTS, f"{throughput}.png": THROUGHPUT_PLOTS[throughput], **(TRANSLATION_PLOTS if translates else {})}
 
 
 def format_metric(name: str, value: float | None) -> str:

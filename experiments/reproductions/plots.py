@@ -2,7 +2,7 @@
 
     validation_loss.png     final validation loss per run (bars)
     loss_curves.png         training loss over steps per run (lines) and its periodic evaluations (dots)
-    tokens_per_second.png   median training throughput per run (bars)
+    tokens_per_second.png   median training throughput per run (bars; examples_per_second.png for images)
     bleu_by_length.png      a translation's test BLEU per source-length bucket, a line per run (Bahdanau et al.
                             2015, Fig. 2); only where the runs translate
 """
@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the machines that run sweeps have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.reproductions.base import METRICS, bleu_by_length, plot_names  # noqa: E402
+from experiments.reproductions.base import METRICS, bleu_by_length, plot_names, unit_metrics  # noqa: E402
 
 
 def _bars(runs: Sequence[Mapping[str, Any]], metric: str, path: str, zoom: bool) -> None:
@@ -52,7 +52,7 @@ def _curves(runs: Sequence[Mapping[str, Any]], path: str) -> None:
   if tail:  # the first tenth of training (from ~4.4 nats) would flatten everything after it
     axes.set_ylim(min(tail) - 0.05, max(tail) + 0.05)
   axes.set_xlabel("step")
-  axes.set_ylabel("loss (nats/token): training (lines), evaluation (dots)")
+  axes.set_ylabel("loss (nats): training (lines), evaluation (dots)")
   axes.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
   figure.tight_layout()
   figure.savefig(path, dpi=100)
@@ -76,9 +76,10 @@ def draw(document: Mapping[str, Any], folder: str) -> list[str]:
   """Writes the plots of `document` into `folder`; returns their paths."""
   runs = document["runs"]
   paths = {name: os.path.join(folder, name) for name in plot_names(document)}
-  _bars(runs, "validation_loss", paths["validation_loss.png"], zoom=True)
+  loss, throughput = unit_metrics(document)
+  _bars(runs, loss, paths["validation_loss.png"], zoom=True)
   _curves(runs, paths["loss_curves.png"])
-  _bars(runs, "tokens_per_second", paths["tokens_per_second.png"], zoom=False)
+  _bars(runs, throughput, paths[f"{throughput}.png"], zoom=False)
   if "bleu_by_length.png" in paths:
     _bleu_by_length(runs, paths["bleu_by_length.png"])
   return list(paths.values())

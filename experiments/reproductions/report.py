@@ -93,11 +93,28 @@ def section(ablation: Ablation, document: Mapping[str, Any] | None, folder: str 
     lines += [*runs_table(ablation, document["runs"]), "", provenance(document)]
     plots = [f"[{label}]({folder}/{name})" for name, label in plot_names(document).items()]
     lines += [f"Plots: {', '.join(plots)}; all numbers: [{folder}/results.json]({folder}/results.json).", ""]
+    lines += figure_links(document["runs"], folder)
     if ablation.show_samples:
       lines += samples(document["runs"])
   if ablation.notes:
     lines += [ablation.notes.rstrip(), ""]
   return "\n".join(lines)
+
+
+def figure_path(run: str, figure: str) -> str:
+  """Where a run's figure (a PNG its task drew) lies in a results folder."""
+  return f"figures/{run}-{figure}"
+
+
+def figure_links(runs: Sequence[Mapping[str, Any]], folder: str) -> list[str]:
+  """A line per run that drew figures, linking each (reconstructions, samples, ...)."""
+  lines = []
+  for run in runs:
+    names = run.get("figures", [])
+    links = [f"[{name.removesuffix('.png')}]({folder}/{figure_path(run['name'], name)})" for name in names]
+    if links:
+      lines.append(f"Figures of `{run['name']}`: {', '.join(links)}.")
+  return [*lines, ""] if lines else []
 
 
 def samples(runs: Sequence[Mapping[str, Any]]) -> list[str]:

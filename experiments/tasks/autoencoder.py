@@ -9,7 +9,7 @@
 
 Loss: -log p(x|z) in nats per image (+ β KL for the VAE). Evaluation, on clean inputs: that loss, the
 reconstruction nats, MSE, PSNR and SSIM of the reconstruction (the decoder's mean image at the posterior mean for
-the VAE); for the VAE the ELBO and the K-sample IWAE bound in nats per image (Burda et al. 2016: the test
+the VAE) and its checkerboard score (Odena et al. 2016; decoders/image_metrics.py); for the VAE the ELBO and the K-sample IWAE bound in nats per image (Burda et al. 2016: the test
 log-likelihood a paper reports); with a corruption, the PSNR of the clean image reconstructed from a corrupted one.
 Evaluation draws its noise from a fixed key, so a checkpoint's numbers never change. Labels are unused.
 """
@@ -31,6 +31,7 @@ from experiments.tasks.base import ModelDescription, Task
 
 KINDS = {"autoencoder": autoencoder.Autoencoder, "vae": vae.VAE}
 VAE_OBJECTIVE_KEYS = ("beta", "importance_samples")
+FIGURE_COLUMNS = 8  # test images per row of a figure
 EVAL_SEED = 0  # the key of evaluation's corruptions and posterior samples
 
 
@@ -155,6 +156,8 @@ class AutoencoderTask(Task):
         "mse": jnp.square(reconstruction - clean).reshape(clean.shape[0], -1).mean(axis=-1),
         "psnr": image_metrics.psnr(reconstruction, clean),
         "ssim": image_metrics.ssim(reconstruction, clean, window_size=self.ssim_window),
+        # Odena et al. 2016: the share of the reconstructions' power in a stride-2 checkerboard.
+        "checkerboard": image_metrics.checkerboard_score(reconstruction),
     }
     if self.variational:
       per_image.update(kl=kl, elbo=-(nll + kl))
@@ -168,6 +171,23 @@ class AutoencoderTask(Task):
 
   def summarize_eval(self, sums):
     return {name: value / sums["examples"] for name, value in sums.items() if name != "examples"}
+
+  def figures(self, params, rng):
+    """Test images above their reconstructions (and, denoising, the corrupted input between them); a VAE adds
+    samples from its prior and interpolations between test images (Kingma & Welling 2013, Fig. 4)."""
+    clean = jnp.asarray(self.eval_images[:FIGURE_COLUMNS])
+    corruption_rng, prior_rng = jax.random.split(rng)
+    inputs = corruption.corrupt(self.corruption, corruption_rng, clean, self.corruption_level)
+    rows = [clean, inputs] if self.corruption != "none" else [clean]
+    shown = {"reconstructions": jnp.stack([*rows, self._reconstruction(params, inputs)])}
+    if self.variational:
+      samples = vae.sample_prior(self.model, params, prior_rng, FIGURE_COLUMNS * FIGURE_COLUMNS)
+      shown["prior_samples"] = samples.reshape(FIGURE_COLUMNS, FIGURE_COLUMNS, *samples.shape[1:])
+      pairs = FIGURE_COLUMNS // 2
+      shown["interpolations"] = vae.interpolate(
+          self.model, params, clean[:pairs], jnp.roll(clean, -1, axis=0)[:pairs], FIGURE_COLUMNS
+      )
+    return {name: np.clip(np.asarray(grid), 0.0, 1.0) for name, grid in shown.items()}
 
   def train_batches(self, seed, process_index, process_count):
     images = self.train_images

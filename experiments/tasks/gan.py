@@ -23,6 +23,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from decoders import image_metrics
 from decoders.models import dcgan
@@ -31,6 +32,7 @@ from experiments.data.images import DATASETS
 from experiments.tasks.autoencoder import AutoencoderTask
 from experiments.tasks.base import ModelDescription, Objective, Task
 
+SAMPLE_GRID = 8  # rows and columns of the figure of samples
 EVAL_SEED = 0  # the key of the evaluation's latents
 
 
@@ -76,6 +78,11 @@ class GanTask(Task):
   def _generate(self, params, rng, batch_size):
     latents = dcgan.sample_latents(rng, batch_size, self.model.config.latent_dim)
     return self.model.apply({"params": params}, latents, method="generate")
+
+  def figures(self, params, rng):
+    """An 8 x 8 grid of the generator's images (Radford et al. 2016, Fig. 3)."""
+    images = np.asarray(self._generate(params, rng, SAMPLE_GRID * SAMPLE_GRID))
+    return {"samples": images.reshape(SAMPLE_GRID, SAMPLE_GRID, *images.shape[1:])}
 
   def _real_and_fake_logits(self, params, real, fake):
     """D's logits of the real and the generated images, from one pass over both."""

@@ -38,6 +38,7 @@ from experiments.tasks.base import ModelDescription, Task
 
 SAMPLERS = ("ddim", "ddpm")
 EVAL_SEED = 0
+FIGURE_COLUMNS = 8  # samples per class in the figure
 ENCODING_BATCH = 500  # images the VAE encodes at a time, at start
 # Set by the latent (shape, channels, conditioning width) or meaningless here.
 _NOT_CONFIGURED = ("image_height", "image_width", "image_channels", "out_channels", "conditioning_dim")
@@ -264,6 +265,13 @@ class LatentDiffusionTask(Task):
     images = self._generate(params, self.vae_params, rng, jnp.asarray(labels, jnp.int32), sampler=sampler,
                             steps=steps, guidance=float(guidance), eta=float(eta))
     return np.asarray(images)
+
+  def figures(self, params, rng):
+    """Samples of the config's sampler: a row per class (FIGURE_COLUMNS each), then an unconditional row."""
+    sample, columns = self.config.sample, FIGURE_COLUMNS
+    labels = np.repeat(np.arange(self.null_label + 1), columns)  # the null label last: unconditional
+    images = self.generate_images(params, rng, labels, sample.sampler, sample.steps, sample.guidance, sample.eta)
+    return {"samples": images.reshape(self.null_label + 1, columns, *images.shape[1:])}
 
   def sample(self, params, rng, prompts=None, stream=None):
     """One line: the config's sample of num_images images, the classes in turn, against the eval images' stats."""

@@ -24,6 +24,7 @@ from experiments.data.images import DATASETS, ImageDataset
 from experiments.tasks.base import ModelDescription, Task
 
 # Set by the data set (shape, classes) or meaningless here (segmentation takes no conditioning).
+FIGURE_COLUMNS = 8  # test images in the figure
 _NOT_CONFIGURED = ("image_height", "image_width", "image_channels", "out_channels", "conditioning_dim")
 
 
@@ -121,6 +122,14 @@ class SegmentationTask(Task):
     for label in range(self.num_classes):  # the trainer adds up scalars: one key per class and count
       sums[f"intersection_{label}"], sums[f"union_{label}"] = intersection[label], union[label]
     return sums
+
+  def figures(self, params, rng):
+    """Eight test images (rows: the image, its true mask, the predicted mask; a mask's classes as grey levels)."""
+    del rng
+    images, masks = self.eval_split["image"][:FIGURE_COLUMNS], self.eval_split["mask"][:FIGURE_COLUMNS]
+    predicted = np.asarray(jnp.argmax(self.model.apply({"params": params}, images), axis=-1))
+    grey = lambda mask: np.repeat(mask[..., None] / (self.num_classes - 1), images.shape[-1], axis=-1)  # noqa: E731
+    return {"segmentations": np.stack([images, grey(masks), grey(predicted)])}
 
   def summarize_eval(self, sums):
     examples = sums["examples"]

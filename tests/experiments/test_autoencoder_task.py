@@ -2,15 +2,17 @@
 the objective's and the model's keys of another variant are one-line errors before anything runs.
 (The default convolutional autoencoder's run is tests/experiments/test_train.py's.)"""
 import math
+import os
 
 import jax
 import ml_collections
 import numpy as np
+import PIL.Image
 import pytest
 
 from configs import autoencoder as autoencoder_configs
 from decoders.errors import ConfigError
-from experiments import train
+from experiments import figures, train
 
 
 def _config(variant, data_dir, **model):
@@ -37,7 +39,18 @@ def test_each_variant_trains_with_the_one_trainer(variant, model, data_dir, tmp_
   assert final["loss"] < initial["loss"] - 0.1 * abs(initial["loss"])  # noise moves it by far less in 60 steps
   assert final["mse"] < initial["mse"] and final["psnr"] > max(initial["psnr"], 0.0)
   assert -1.0 <= final["ssim"] <= 1.0 and final["ssim"] > initial["ssim"]
+  assert 0.0 <= final["checkerboard"] <= 1.0  # the share of the reconstructions' power in a stride-2 pattern
   np.testing.assert_allclose(final["psnr"], 10 * np.log10(1 / final["mse"]), rtol=0.2)  # per image vs of the mean
+
+  # The figures after training: rows of 8 test images (8x8, 1-pixel borders), their corruption, reconstructions.
+  rows = {"reconstructions": 3 if variant == "denoising" else 2}
+  if variant == "vae":
+    rows.update(prior_samples=8, interpolations=4)
+  drawn = sorted(os.listdir(tmp_path / figures.FOLDER))
+  assert drawn == sorted(f"{name}.png" for name in rows)
+  for name, count in rows.items():
+    with PIL.Image.open(tmp_path / figures.FOLDER / f"{name}.png") as image:
+      assert image.size == (8 * 9 + 1, count * 9 + 1)
   if variant == "vae":
     np.testing.assert_allclose(final["elbo"], -(final["reconstruction_nats"] + final["kl"]), rtol=1e-5)
     assert final["loss"] == pytest.approx(-final["elbo"], rel=1e-5)  # β = 1

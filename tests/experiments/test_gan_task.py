@@ -2,6 +2,7 @@
 the evaluation against hand computations, a few dozen finite steps on the 8x8 digits, the full run loop
 (experiments/train.py) logging each objective's loss, and one-line config errors."""
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -161,6 +162,7 @@ def test_the_run_loop_trains_both_objectives_and_logs_each_loss(data_dir, tmp_pa
   assert [row["step"] for row in train_rows] == [2, 4]
   assert all(np.isfinite(row["discriminator/loss"]) and np.isfinite(row["generator/loss"]) for row in train_rows)
   assert np.isfinite(final["loss"]) and np.isfinite(final["generator_loss"])
+  assert os.listdir(tmp_path / "figures") == ["samples.png"]  # an 8 x 8 grid of the generator's images
 
 
 def test_both_sizes_of_the_config_check():

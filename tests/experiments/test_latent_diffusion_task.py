@@ -7,6 +7,7 @@ import shutil
 
 import jax
 import numpy as np
+import PIL.Image
 import pytest
 
 from configs import autoencoder as autoencoder_configs
@@ -65,6 +66,8 @@ def test_the_denoiser_trains_on_unit_variance_latents_and_generates_images(data_
   np.testing.assert_array_equal(*deterministic)
   text = task.sample(params, jax.random.key(3))
   assert "\n" not in text and text.startswith("10 images 8x8 (10 DDIM steps")
+  with PIL.Image.open(os.path.join(tmp_path, "figures", "samples.png")) as figure:  # drawn after training
+    assert figure.size == (8 * 9 + 1, 11 * 9 + 1)  # 8 samples of each of 10 classes and unconditional, 8x8 each
 
 
 def _one_line_error(kind, config, fragment, build=True):

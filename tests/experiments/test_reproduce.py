@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 
+from configs import autoencoder as autoencoder_configs
 from configs import shakespeare_char
 from experiments import inspection, reproduce, reproductions, train
 from experiments.errors import UserError
@@ -241,3 +242,41 @@ def test_an_override_the_base_config_lacks_is_named():
 
   with pytest.raises(ConfigError, match="model.mlp_width"):
     base_lib.run_config(shakespeare_char.get_config("test"), base_lib.Run("typo", {"model.mlp_width": 8}))
+
+
+def test_an_image_sweep_reports_per_image_metrics_and_copies_each_runs_figures(data_dir, tmp_path):
+  def base_config(quick):
+    del quick
+    config = autoencoder_configs.get_config("conv,test")  # the 8x8 digits, 60 steps
+    config.data.data_dir = data_dir
+    config.train.update(num_steps=10, eval_every=10, checkpoint_every=10)
+    return config
+
+  ablation = base_lib.Ablation(
+      name="tiny_images", title="Tiny: two upsamplings", summary="The test autoencoder, upsampled two ways.",
+      base_config=base_config,
+      runs=lambda base: [base_lib.Run(method, {"model.upsampling": method}, {"upsampling": method})
+                         for method in ("transposed", "nearest")],
+      claims=[base_lib.Claim("Resizing first scores a lower checkerboard", "Odena et al. 2016",
+                             Paired("checkerboard", {"upsampling": "nearest"}, {"upsampling": "transposed"}, "lower"))],
+      columns=("validation_loss_per_image", "psnr", "examples_per_second"),
+  )
+  paths = _paths(tmp_path)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(reproductions.ABLATIONS, ablation.name, ablation)
+    document = reproduce.reproduce(ablation, quick=False, **paths)
+  for run in document["runs"]:
+    metrics = run["metrics"]
+    assert metrics["examples_per_second"] > 0 and "tokens_per_second" not in metrics
+    assert math.isfinite(metrics["validation_loss_per_image"]) and metrics["psnr"] > 0
+    assert run["figures"] == ["reconstructions.png"]
+  folder = os.path.join(paths["results_dir"], "tiny_images")
+  for name in ("figures/transposed-reconstructions.png", "figures/nearest-reconstructions.png",
+               "examples_per_second.png", "validation_loss.png"):
+    with open(os.path.join(folder, name), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with open(paths["path"], encoding="utf-8") as f:
+    text = f.read()
+  assert "| validation loss (nats/image) | test PSNR (dB) | train images/s (median) |" in text
+  assert "Figures of `nearest`: [reconstructions](reproductions/tiny_images/figures/nearest-reconstructions.png)" in text
+  assert "checkerboard" in text and "[images/s](reproductions/tiny_images/examples_per_second.png)" in text

@@ -1,4 +1,6 @@
 """The segmentation task through the one trainer, on a tiny fake data set of blobs registered for the test."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +52,12 @@ def test_the_task_trains_with_the_one_trainer_and_reports_segmentation_metrics(c
   assert final["loss"] < 0.8 * initial["loss"]
   np.testing.assert_allclose(final["loss"], final["cross_entropy"] + config.objective.dice_weight * final["dice_loss"])
   assert final["pixel_accuracy"] > initial["pixel_accuracy"] and 0 <= final["mean_iou"] <= final["mean_dice"] <= 1
+
+  # The figure: test images, their true masks and the predicted ones, as grey levels of the classes.
+  (grid,) = task.figures(trainer.init(jax.random.key(config.seed)).params, jax.random.key(0)).values()
+  masks = task.eval_split["mask"][: grid.shape[1]]
+  np.testing.assert_allclose(grid[1, ..., 0], masks / (task.num_classes - 1))
+  assert grid.shape[0] == 3 and os.path.exists(os.path.join(workdir, "figures", "segmentations.png"))
 
 
 def test_eval_counts_over_padded_batches_are_the_counts_of_the_whole_set(config):
