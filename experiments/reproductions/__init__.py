@@ -7,7 +7,8 @@ a module here and a line below.
 """
 from experiments.errors import UserError
 from experiments.reproductions import (
-    rnn_translation, shakespeare_char, smollm2_shakespeare, transformer_translation, transformer_variants,
+    image_decoders, rnn_translation, shakespeare_char, smollm2_shakespeare, transformer_translation,
+    transformer_variants,
 )
 from experiments.reproductions.base import Ablation
 
@@ -17,6 +18,7 @@ ABLATIONS: dict[str, Ablation] = {
         shakespeare_char.ABLATION, transformer_variants.ABLATION, smollm2_shakespeare.ABLATION,
         rnn_translation.BAHDANAU, rnn_translation.LUONG, rnn_translation.SUTSKEVER, rnn_translation.BENGIO,
         transformer_translation.VASWANI, transformer_translation.BEAM, transformer_translation.T5,
+        image_decoders.ODENA, image_decoders.RONNEBERGER, image_decoders.KINGMA,
     )
 }
 

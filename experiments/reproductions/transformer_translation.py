@@ -129,8 +129,7 @@ BEAM = Ablation(
     name="beam_search",
     title="Beam search against greedy decoding, and BLEU against beam width",
     summary=(
-        f"One base Transformer (`transformer-small`), trained for {BEAM_STEPS:,} steps, its test translations decoded "
-        "greedily (width 1) and by beam "
+        "One base Transformer (`transformer-small`), its test translations decoded greedily (width 1) and by beam "
         f"search of widths {', '.join(map(str, BEAM_WIDTHS[1:]))} with length penalty 1 (log-likelihood over "
         "length, as Hugging Face's `length_penalty=1`): the `bleu_beam_<width>` columns."
     ),
