@@ -9,7 +9,9 @@
 
 The variant names the model, then optionally ",test": a seconds-long run on scikit-learn's 8x8 digits. Any field
 can be overridden: --config.model.upsampling=pixel_shuffle (or nearest, bilinear), --config.model.kernel_size=4,
---config.objective.corruption=gaussian --config.objective.corruption_level=0.3, --config.model.likelihood=gaussian.
+--config.objective.corruption=gaussian --config.objective.corruption_level=0.3, --config.model.likelihood=gaussian,
+--config.data.classes='(0,)' (a one-class anomaly detector: the final evaluation adds the AUROC against the other
+classes), --config.evaluation.corruption_levels='(0.25,0.5)' (the PSNR from inputs masked that much).
 """
 import ml_collections
 
@@ -24,7 +26,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.task = "autoencoder"
   config.seed = 0
   config.init_from = ""  # the autoencoder task starts from scratch only
-  config.data = dict(name="fashion_mnist", data_dir="", batch_size=128, eval_batch_size=400)
+  # classes: the labels to train on, () for all; one class makes a one-class anomaly detector (data.classes=(0,)).
+  config.data = dict(name="fashion_mnist", data_dir="", batch_size=128, eval_batch_size=400, classes=())
   conv = dict(architecture="conv", channels=(32, 64), upsampling="transposed", kernel_size=3)
   if name == "mlp":
     config.model = dict(kind="autoencoder", architecture="mlp", hidden_sizes=(512, 256), latent_dim=32)
@@ -42,6 +45,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.objective.update(beta=1.0, importance_samples=100)
   elif name == "kl_vae":  # "KL-reg" (Rombach et al. 2022, sec. 3): a small β only nudges q(z|x) towards N(0, I)
     config.objective.update(beta=1e-3, importance_samples=10)
+  # After training: PSNR from inputs with each level of this corruption; a VAE's prior samples' Fréchet distance in
+  # the features of the image_classifier run in classifier_workdir ("": none).
+  config.evaluation = dict(corruption="mask", corruption_levels=(), classifier_workdir="", frechet_images=2000)
+  if name == "denoising":
+    config.evaluation.corruption_levels = (0.1, 0.25, 0.5, 0.75)
   config.optimizer = dict(
       learning_rate=2e-3,
       schedule="cosine",
@@ -73,6 +81,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.model.latent_dim = 16 if name != "vae" else 8
     if name in ("vae", "kl_vae"):
       config.objective.importance_samples = 8
+    config.evaluation.frechet_images = 64
     config.optimizer.update(learning_rate=3e-3, warmup_steps=50, final_lr_fraction=0.1)
     config.train.update(num_steps=60, log_every=10, eval_every=30, eval_batches=0, checkpoint_every=30)
   return ml_collections.ConfigDict(config)

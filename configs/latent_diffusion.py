@@ -43,6 +43,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.diffusion = dict(timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02)  # Ho et al., sec. 4
   config.objective = dict(p_uncond=0.1)  # Ho & Salimans 2022: 0.1 and 0.2 did better than 0.5
   config.sample = dict(sampler="ddim", steps=50, eta=0.0, guidance=1.0, num_images=20)
+  # After training, with an image_classifier run's workdir: the Fréchet distance of frechet_images samples to the
+  # test images, as `sample` draws them and with each of ddim_steps DDIM steps.
+  config.evaluation = dict(classifier_workdir="", frechet_images=2000, ddim_steps=())
   config.optimizer = dict(
       learning_rate=5e-4,
       schedule="cosine",
@@ -69,6 +72,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.update(base_width=8, channel_multipliers=(1, 2), convs_per_level=1, norm_groups=4, embedding_dim=16)
     config.diffusion.update(timesteps=100, beta_start=1e-3, beta_end=0.2)  # Ho et al.'s β x 1000/T: as small an ᾱ_T
     config.sample.update(steps=10, num_images=10)
+    config.evaluation.frechet_images = 64
     config.optimizer.update(learning_rate=2e-3, warmup_steps=5)
     config.train.update(num_steps=30, log_every=5, eval_every=15, eval_batches=0, checkpoint_every=15)
   return ml_collections.ConfigDict(config)

@@ -150,3 +150,29 @@ class FeatureExtractor:
 def classifier_features(workdir: str, images, batch_size: int = 400) -> np.ndarray:
   """Features [n, feature_dim] of `images` under the classifier trained in `workdir` (FeatureExtractor)."""
   return FeatureExtractor(workdir, batch_size)(images)
+
+
+def check_classifier_run(workdir: str, data_name: str) -> None:
+  """One-line errors unless `workdir` holds an image_classifier run on `data_name`: read from its config.json alone,
+  so a task checks the run it will measure with before it trains (the checkpoint is restored only to measure)."""
+  config = run_config(workdir)
+  if config.get("task") != CLASSIFIER_TASK:
+    raise ConfigError(f"workdir {workdir} holds a run of task={config.get('task')!r}, not {CLASSIFIER_TASK!r}")
+  if config.data.name != data_name:
+    raise ConfigError(
+        f"the classifier in {workdir} was trained on data.name={config.data.name!r}, not {data_name!r}: its "
+        "features would measure the wrong images"
+    )
+
+
+class FrechetScorer:
+  """Fréchet distances of image sets to `reference_images` (a data set's test split), in the features of the
+  classifier trained on that data set in `workdir`; the reference's features are computed once."""
+
+  def __init__(self, workdir: str, reference_images, data_name: str):
+    check_classifier_run(workdir, data_name)
+    self.extract = FeatureExtractor(workdir)
+    self.reference = self.extract(reference_images)
+
+  def __call__(self, images) -> float:
+    return frechet_distance(self.extract(images), self.reference)

@@ -3,12 +3,14 @@ import glob
 import json
 import os
 import struct
+import time
 from collections.abc import Callable
 
 import jax
 import numpy as np
 import tqdm
-from tensorboardX import SummaryWriter
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import RecordWriter
 
@@ -17,33 +19,42 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class MetricsWriter:
-  """Writes scalars from process 0 only (every process computes the same global values)."""
+  """Writes scalars from process 0 only (every process computes the same global values).
+
+  Each row is on disk when `write` returns, in both files: a run killed at any moment (SIGKILL, a lost machine)
+  keeps every row it logged before its newest checkpoint, which the resumed run does not log again. (tensorboardX's
+  SummaryWriter hands events to a thread through a queue, and a kill loses the queue; rows come every log_every
+  steps, so writing them in place costs nothing.)
+  """
 
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     if self._active:
-      self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+      os.makedirs(os.path.join(workdir, TENSORBOARD_DIR), exist_ok=True)
+      self._events = EventsWriter(os.path.join(workdir, TENSORBOARD_DIR, "events"))
       self._jsonl = open(os.path.join(workdir, JSONL_FILE), "a", encoding="utf-8")
 
-  def write(self, step: int, prefix: str, scalars: dict) -> None:
-    if not self._active:
-      return
-    values = {k: float(v) for k, v in scalars.items()}
-    for name, value in values.items():
-      self._tensorboard.add_scalar(f"{prefix}/{name}", value, step)
-    self._jsonl.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
+  def _write(self, step: int, summaries: list, row: dict) -> None:
+    for value in summaries:
+      self._events.write_event(Event(wall_time=time.time(), step=step, summary=value))
+    self._events.flush()
+    self._jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
     self._jsonl.flush()
+
+  def write(self, step: int, prefix: str, scalars: dict) -> None:
+    if self._active:
+      values = {k: float(v) for k, v in scalars.items()}
+      self._write(step, [summary.scalar(f"{prefix}/{name}", value) for name, value in values.items()],
+                  {"step": step, "split": prefix, **values})
 
   def write_text(self, step: int, tag: str, text: str) -> None:
     """Text (a sample) to TensorBoard, and to metrics.jsonl as a row whose split is `tag`."""
     if self._active:
-      self._tensorboard.add_text(tag, text, step)
-      self._jsonl.write(json.dumps({"step": step, "split": tag, "text": text}, ensure_ascii=False) + "\n")
-      self._jsonl.flush()
+      self._write(step, [summary.text(tag, text)], {"step": step, "split": tag, "text": text})
 
   def close(self) -> None:
     if self._active:
-      self._tensorboard.close()
+      self._events.close()
       self._jsonl.close()
 
 

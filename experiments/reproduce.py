@@ -48,7 +48,9 @@ from experiments import workdir as workdir_lib
 from experiments.bench import common
 from experiments.errors import USER_ERRORS, UserError
 from experiments.reproductions import quality, report
-from experiments.reproductions.base import METRICS, UNIT_METRICS, Ablation, Run, format_metric, run_config
+from experiments.reproductions.base import (
+    METRICS, UNIT_METRICS, Ablation, Run, format_metric, resolve_run_dirs, run_config
+)
 
 RESULTS_DIR = "reproductions"  # committed: one folder per reproduction
 REPORT = "REPRODUCTIONS.md"
@@ -188,7 +190,7 @@ def _describe(result: dict) -> str:
 def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dict]]:
   """Trains every run not done yet, in order; returns (the base config as a dict, each run's summary)."""
   base = ablation.base_config(quick)
-  runs = list(ablation.runs(base))
+  runs = resolve_run_dirs(ablation.runs(base), workdir)
   configs = [run_config(run.base_config(quick) if run.base_config else base, run) for run in runs]
   for run, config in zip(runs, configs):  # every run's mistakes surface now, not an hour in
     try:

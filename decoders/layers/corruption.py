@@ -17,14 +17,17 @@ from decoders.errors import ConfigError
 CORRUPTIONS = ("none", "gaussian", "mask")
 
 
-def check_corruption(kind: str, level: float, what: str = "objective.corruption") -> None:
-  """Raises ConfigError unless `kind` is one of CORRUPTIONS and `level` a σ >= 0 (gaussian) or p in [0, 1) (mask)."""
+def check_corruption(
+    kind: str, level: float, what: str = "objective.corruption", level_what: str = "objective.corruption_level"
+) -> None:
+  """Raises ConfigError unless `kind` is one of CORRUPTIONS and `level` a σ >= 0 (gaussian) or p in [0, 1) (mask);
+  `what` and `level_what` name them in the message."""
   if kind not in CORRUPTIONS:
     raise ConfigError(f"{what}={kind!r} is not one of {CORRUPTIONS}")
   if kind == "gaussian" and not level >= 0:
-    raise ConfigError(f"{what}_level={level!r} must be a noise standard deviation >= 0")
+    raise ConfigError(f"{level_what}={level!r} must be a noise standard deviation >= 0")
   if kind == "mask" and not 0 <= level < 1:
-    raise ConfigError(f"{what}_level={level!r} must be a masking probability in [0, 1)")
+    raise ConfigError(f"{level_what}={level!r} must be a masking probability in [0, 1)")
 
 
 def gaussian_noise(rng: jax.Array, images: jax.Array, sigma: float) -> jax.Array:

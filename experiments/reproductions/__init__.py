@@ -19,6 +19,7 @@ ABLATIONS: dict[str, Ablation] = {
         rnn_translation.BAHDANAU, rnn_translation.LUONG, rnn_translation.SUTSKEVER, rnn_translation.BENGIO,
         transformer_translation.VASWANI, transformer_translation.BEAM, transformer_translation.T5,
         image_decoders.ODENA, image_decoders.RONNEBERGER, image_decoders.KINGMA,
+        image_decoders.VINCENT, image_decoders.ROMBACH,
     )
 }
 

@@ -5,16 +5,21 @@
              runs(base) -> [Run(name, overrides, levels)],
              claims=[Claim(claim, source, test)])
 
-A run's `levels` place it in the ablation's grid ({"positions": "rope", ...}); a
+A run's overrides may name an earlier run's workdir, `RunDir("kl_vae")`: a later run reads the model it trained
+(latent diffusion encodes with that VAE). A run's `levels` place it in the ablation's grid ({"positions": "rope", ...}); a
 claim's `test` (claims.py) compares the runs that differ only in the factors it
 names, and says from our numbers whether we agree. The definitions hold no numbers
 of ours: those come from the runs (experiments/reproduce.py) and go to results files.
 """
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import ml_collections
+
+MASK_LEVELS = (0.1, 0.25, 0.5, 0.75)  # masking probabilities the image reproductions evaluate at
+DDIM_STEPS = (10, 20, 50, 100)  # DDIM step counts the image reproductions sample with
 
 # What the harness measures for every run: key -> (column heading, format of a value).
 METRICS = {
@@ -40,6 +45,13 @@ METRICS = {
     "mean_dice": ("test mean Dice", "{:.3f}"),
     "checkerboard": ("checkerboard score", "{:.4f}"),
     "accuracy": ("test accuracy", "{:.4f}"),
+    "anomaly_auroc": ("anomaly AUROC (other classes)", "{:.3f}"),
+    # The autoencoder's PSNR from inputs with a share p of their pixels masked (evaluation.corruption_levels).
+    **{f"psnr_mask_{p:g}": (f"PSNR, {p:.0%} masked (dB)", "{:.2f}") for p in MASK_LEVELS},
+    # In a classifier's features, to the test images (experiments/image_eval.py): samples, then train images.
+    "frechet_distance": ("Fréchet distance of samples", "{:.3f}"),
+    "frechet_distance_train": ("Fréchet distance of train images", "{:.3f}"),
+    **{f"frechet_ddim_{s}": (f"Fréchet distance, {s} DDIM steps", "{:.3f}") for s in DDIM_STEPS},
 }
 # A run's validation loss and training throughput, by its task's unit (Task.unit).
 UNIT_METRICS = {
@@ -142,6 +154,32 @@ class Ablation:
   quick_summary: str = ""  # how --quick differs (smaller model, fewer steps)
   notes: str = ""  # typed facts that no run re-measures, printed as such (Markdown)
   show_samples: bool = False  # the report quotes each run's final sample
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """An override's value: the workdir of the earlier run `run` of the same sweep, whose trained model a later run
+  reads (the VAE whose latents a diffusion models, the classifier whose features measure samples)."""
+
+  run: str
+
+
+def resolve_run_dirs(runs: Sequence[Run], workdir: str) -> list[Run]:
+  """`runs` with each RunDir override replaced by that run's directory under `workdir`; a RunDir naming no earlier
+  run is an error naming it (the sweep trains in order, so the run it reads must come first)."""
+  from decoders.errors import ConfigError
+
+  resolved, earlier = [], set()
+  for run in runs:
+    overrides = dict(run.overrides)
+    for key, value in overrides.items():
+      if isinstance(value, RunDir):
+        if value.run not in earlier:
+          raise ConfigError(f"run {run.name!r}: {key} reads run {value.run!r}, which is not an earlier run of the sweep")
+        overrides[key] = os.path.join(workdir, value.run)
+    resolved.append(dataclasses.replace(run, overrides=overrides))
+    earlier.add(run.name)
+  return resolved
 
 
 def run_config(base: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:

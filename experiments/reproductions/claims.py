@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments.reproductions.base import Verdict, bleu_by_length, format_metric
+from experiments.reproductions.base import MASK_LEVELS, Verdict, bleu_by_length, format_metric
 
 RunResult = Mapping[str, Any]  # {"name", "levels", "metrics", "curves", ...}: one run of results.json
 UNITS = {
@@ -20,7 +20,14 @@ UNITS = {
     "validation_loss_per_character": "nats/char",
     "kv_cache_bytes_per_token": "bytes",
     "tokens_per_second": "tokens/s",
+    "psnr": "dB",
+    **{f"psnr_mask_{p:g}": "dB" for p in MASK_LEVELS},
 }
+
+
+def _unit(metric: str) -> str:
+  """The metric's unit after a space, or nothing for a unitless one."""
+  return f" {UNITS[metric]}" if metric in UNITS else ""
 
 
 def _label(levels: Mapping[str, str]) -> str:
@@ -71,7 +78,7 @@ class Paired:
       return Verdict(f"no runs at {_label(self.levels)} beside {_label(self.baseline)}", None)
     differences = [a["metrics"][self.metric] - b["metrics"][self.metric] for a, b in pairs]
     mean = statistics.fmean(differences)
-    measured = f"{_label(self.levels)} − {_label(self.baseline)}: {mean:+.4f} {UNITS.get(self.metric, '')}"
+    measured = f"{_label(self.levels)} − {_label(self.baseline)}: {mean:+.4f}{_unit(self.metric)}"
     if len(pairs) > 1:
       lower = sum(d < 0 for d in differences)
       measured += (
@@ -123,10 +130,26 @@ class AtMost:
       return Verdict(f"run {self.run!r} has no {self.metric}", None)
     ours = found["metrics"][self.metric]
     wall = found["metrics"].get("wall_seconds")
-    measured = f"{ours:.4f} {UNITS.get(self.metric, '')} ({ours - self.value:+.4f})"
+    measured = f"{ours:.4f}{_unit(self.metric)} ({ours - self.value:+.4f})"
     if wall is not None:
       measured += f", {format_metric('wall_seconds', wall)} of wall time for the run"
     return Verdict(f"{measured}; agrees at ≤ {self.value + self.tolerance:g}", ours <= self.value + self.tolerance)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtLeast:
+  """`metric` is at least `value` in every run that measures it (a threshold fixed before the runs)."""
+
+  metric: str
+  value: float
+
+  def judge(self, runs: Sequence[RunResult]) -> Verdict:
+    measured = {run["name"]: run["metrics"][self.metric] for run in runs
+                if run["metrics"].get(self.metric) is not None}
+    if not measured:
+      return Verdict(f"no run has {self.metric}", None)
+    shown = ", ".join(f"{name} {format_metric(self.metric, value)}" for name, value in measured.items())
+    return Verdict(f"{shown}; agrees at ≥ {self.value:g} in every run", min(measured.values()) >= self.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +192,7 @@ class Lower:
     return Verdict(self.measured(ours, theirs), self.holds(ours, theirs))
 
   def measured(self, ours: float, theirs: float) -> str:
-    return f"{ours:.4f} against {theirs:.4f} {UNITS.get(self.metric, '')} ({ours - theirs:+.4f})"
+    return f"{ours:.4f} against {theirs:.4f}{_unit(self.metric)} ({ours - theirs:+.4f})"
 
   def holds(self, ours: float, theirs: float) -> bool:
     return ours < theirs - self.margin

@@ -7,11 +7,19 @@
                         (Vincent et al. 2008) reads corrupt(x), drawn with the step's rng, and reconstructs the clean x;
                         beta and importance_samples: the VAE's β and the K of its IWAE bound (vae only)
 
+    data.classes        labels to train on, () for all: one class makes a one-class (anomaly) detector
+    evaluation          what the final evaluation adds: the PSNR from inputs corrupted at each of
+                        corruption_levels (`psnr_<corruption>_<level>`: robustness to partial destruction of the
+                        input, Vincent et al. 2008, sec. 2.3); for a VAE with classifier_workdir, the Fréchet distance
+                        of frechet_images prior samples to the test images (experiments/image_eval.py)
+
 Loss: -log p(x|z) in nats per image (+ β KL for the VAE). Evaluation, on clean inputs: that loss, the
 reconstruction nats, MSE, PSNR and SSIM of the reconstruction (the decoder's mean image at the posterior mean for
 the VAE) and its checkerboard score (Odena et al. 2016; decoders/image_metrics.py); for the VAE the ELBO and the K-sample IWAE bound in nats per image (Burda et al. 2016: the test
 log-likelihood a paper reports); with a corruption, the PSNR of the clean image reconstructed from a corrupted one.
-Evaluation draws its noise from a fixed key, so a checkpoint's numbers never change. Labels are unused.
+With data.classes, the held-out loss is over the test images of those classes, and `anomaly_auroc` is the AUROC of
+each test image's loss as a score that its label is another class (reconstruction error as an anomaly score).
+Evaluation draws its noise from fixed keys, so a checkpoint's numbers never change.
 """
 import dataclasses
 import functools
@@ -24,7 +32,7 @@ from decoders import image_metrics
 from decoders.errors import ConfigError
 from decoders.layers import corruption
 from decoders.models import autoencoder, vae
-from experiments.config_rules import fields_of, integer, number, one_of, show
+from experiments.config_rules import TEXT, Rule, fields_of, integer, number, one_of, show
 from experiments.data import pipeline
 from experiments.data.images import DATASETS
 from experiments.tasks.base import ModelDescription, Task
@@ -33,6 +41,12 @@ KINDS = {"autoencoder": autoencoder.Autoencoder, "vae": vae.VAE}
 VAE_OBJECTIVE_KEYS = ("beta", "importance_samples")
 FIGURE_COLUMNS = 8  # test images per row of a figure
 EVAL_SEED = 0  # the key of evaluation's corruptions and posterior samples
+SCORE_BATCH = 500  # test images per call of generation_metrics' scoring functions
+
+
+def corrupted_psnr_metric(kind: str, level: float) -> str:
+  """The name of the final evaluation's PSNR from inputs with corruption `kind` at `level`: psnr_mask_0.25."""
+  return f"psnr_{kind}_{level:g}"
 
 
 def _optional(rule):
@@ -50,6 +64,32 @@ def model_config(config) -> autoencoder.AutoencoderConfig:
     if foreign:
       raise ConfigError(f"model.{foreign[0]} is not a field of a model.architecture={architecture!r} autoencoder")
   return autoencoder.AutoencoderConfig(image_shape=DATASETS[config.data.name].image_shape, **fields)
+
+
+def check_data_classes(config) -> None:
+  """data.classes: distinct labels of the data set, and not all of them (the rest are the anomalies)."""
+  classes, dataset = config.data.classes, DATASETS[config.data.name]
+  if not classes:
+    return
+  if dataset.targets != "label":
+    raise ConfigError(f"data.classes={show(classes)}: data.name={config.data.name!r} has a mask per image, not a label")
+  if not all(type(c) is int and 0 <= c < dataset.num_classes for c in classes) or len(set(classes)) != len(classes):
+    raise ConfigError(f"data.classes={show(classes)} must be distinct labels in [0, {dataset.num_classes})")
+  if len(classes) == dataset.num_classes:
+    raise ConfigError(f"data.classes={show(classes)} holds every class: use () to train on all of them")
+
+
+def check_evaluation(config) -> None:
+  """The corruption levels are valid for their corruption; a classifier measures a VAE's samples only."""
+  evaluation = config.evaluation
+  for level in evaluation.corruption_levels:
+    corruption.check_corruption(
+        evaluation.corruption, level, "evaluation.corruption", "a level of evaluation.corruption_levels"
+    )
+  if evaluation.classifier_workdir and config.model.kind != "vae":
+    raise ConfigError(
+        f"evaluation.classifier_workdir measures a VAE's prior samples; model.kind={config.model.kind!r} draws none"
+    )
 
 
 def check_objective(config) -> None:
@@ -75,7 +115,10 @@ def check_objective(config) -> None:
 class AutoencoderTask(Task):
   unit = "examples"
   config_schema = {
-      "data": {"name": one_of(DATASETS)},
+      "data": {
+          "name": one_of(DATASETS),
+          "classes": Rule(tuple, "a tuple of labels", lambda v: all(type(c) is int for c in v)),  # () all
+      },
       # The image shape comes from the data set; AutoencoderConfig checks ranges and choices when built.
       "model": {"kind": one_of(KINDS), **fields_of(autoencoder.AutoencoderConfig, exclude=["image_shape"])},
       "objective": {
@@ -84,6 +127,12 @@ class AutoencoderTask(Task):
           "beta": _optional(number(0)),  # vae: the KL's weight (1: the ELBO; Higgins et al. 2017's β-VAE otherwise)
           "importance_samples": _optional(integer(1)),  # vae: K of the evaluated IWAE bound
       },
+      "evaluation": {
+          "corruption": one_of(c for c in corruption.CORRUPTIONS if c != "none"),  # of the levels below
+          "corruption_levels": Rule(tuple, "a tuple of σ or p", lambda v: all(isinstance(x, float) for x in v)),
+          "classifier_workdir": TEXT,  # "": no Fréchet distance
+          "frechet_images": integer(2),  # prior samples the Fréchet distance compares with the test split
+      },
   }
 
   @classmethod
@@ -91,6 +140,8 @@ class AutoencoderTask(Task):
     del mesh_shape
     model_config(config)
     check_objective(config)
+    check_data_classes(config)
+    check_evaluation(config)
 
   @classmethod
   def describe(cls, config):
@@ -100,8 +151,14 @@ class AutoencoderTask(Task):
   def __init__(self, config):
     super().__init__(config)
     dataset = DATASETS[config.data.name]
-    self.train_images = dataset.load(config.data.data_dir, dataset.train_split)["image"]
-    self.eval_images = dataset.load(config.data.data_dir, dataset.eval_split)["image"]
+    train_split = dataset.load(config.data.data_dir, dataset.train_split)
+    self.test_split = dataset.load(config.data.data_dir, dataset.eval_split)  # all classes: the AUROC's anomalies
+    self.classes = config.data.classes
+    self.train_images = self._of_classes(train_split)
+    self.eval_images = self._of_classes(self.test_split)
+    self.evaluation = config.evaluation
+    if self.evaluation.classifier_workdir:  # its config now, before training; its checkpoint after
+      image_eval().check_classifier_run(self.evaluation.classifier_workdir, config.data.name)
     self.model_config = model_config(config)
     self.model = KINDS[config.model.kind](self.model_config)
     self.variational = config.model.kind == "vae"
@@ -112,6 +169,12 @@ class AutoencoderTask(Task):
     self.importance_samples = objective.get("importance_samples", 1)
     height, width, _ = self.model_config.image_shape
     self.ssim_window = image_metrics.ssim_window_size(height, width)
+
+  def _of_classes(self, split: dict[str, np.ndarray]) -> np.ndarray:
+    """The split's images of data.classes (all of them for ())."""
+    if not self.classes:
+      return split["image"]
+    return split["image"][np.isin(split["label"], self.classes)]
 
   def init_params(self, rng):
     return _init_params(self.model, rng)
@@ -172,6 +235,48 @@ class AutoencoderTask(Task):
   def summarize_eval(self, sums):
     return {name: value / sums["examples"] for name, value in sums.items() if name != "examples"}
 
+  def generation_metrics(self, params):
+    """PSNR under each corruption level; with data.classes the anomaly AUROC; for a VAE with a classifier the
+    Fréchet distance of its prior samples (and of as many train images: the floor of a perfect model)."""
+    metrics = {}
+    kind = self.evaluation.corruption
+    for index, level in enumerate(self.evaluation.corruption_levels):
+      level_key = jax.random.fold_in(jax.random.key(EVAL_SEED), index)
+      psnr = self._per_image(
+          lambda images, batch: self._corrupted_psnr(params, images, jax.random.fold_in(level_key, batch), kind, level),
+          self.eval_images,
+      )
+      metrics[corrupted_psnr_metric(kind, level)] = float(psnr.mean())
+    if self.classes:
+      scores = self._per_image(lambda images, _: self._anomaly_score(params, images), self.test_split["image"])
+      normal = np.isin(self.test_split["label"], self.classes)
+      metrics["anomaly_auroc"] = image_eval().auroc(scores[normal], scores[~normal])
+    if self.variational and self.evaluation.classifier_workdir:
+      count = self.evaluation.frechet_images
+      scorer = image_eval().FrechetScorer(self.evaluation.classifier_workdir, self.eval_images, self.config.data.name)
+      samples = vae.sample_prior(self.model, params, jax.random.key(EVAL_SEED), count)
+      metrics["frechet_distance"] = scorer(np.clip(np.asarray(samples), 0.0, 1.0))
+      metrics["frechet_distance_train"] = scorer(self.train_images[:count])
+    return metrics
+
+  @functools.partial(jax.jit, static_argnums=(0, 4))
+  def _corrupted_psnr(self, params, images, key, kind, level):
+    corrupted = corruption.corrupt(kind, key, images, level)
+    return image_metrics.psnr(self._reconstruction(params, corrupted), images)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _anomaly_score(self, params, images):
+    """Each image's loss (the reconstruction nats, + β KL for a VAE): high where the model has not learnt it."""
+    _, nll, kl = self._forward(params, images, images, jax.random.key(EVAL_SEED))
+    return nll + self.beta * kl
+
+  @staticmethod
+  def _per_image(score, images: np.ndarray) -> np.ndarray:
+    """`score(images, batch index)` of every image, SCORE_BATCH at a time, the last batch padded (one
+    compile)."""
+    batches = pipeline.padded_batches({"image": images}, SCORE_BATCH)
+    return np.concatenate([np.asarray(score(b["image"], i))[b["weight"] > 0] for i, b in enumerate(batches)])
+
   def figures(self, params, rng):
     """Test images above their reconstructions (and, denoising, the corrupted input between them); a VAE adds
     samples from its prior and interpolations between test images (Kingma & Welling 2013, Fig. 4)."""
@@ -202,6 +307,13 @@ class AutoencoderTask(Task):
 
   def units_per_step(self):
     return self.config.data.batch_size
+
+
+def image_eval():
+  """experiments.image_eval, imported on use: it imports train, which imports the task registry, which imports this."""
+  from experiments import image_eval as module
+
+  return module
 
 
 def _init_params(model, rng: jax.Array):

@@ -10,6 +10,11 @@ and the class.
     objective.p_uncond        the probability that a training label is dropped to the null label
     sample                    what `sample` draws: sampler "ddim" | "ddpm" (steps and eta are DDIM's), guidance w
                               (0: the conditional model), num_images
+    evaluation                with classifier_workdir (an image_classifier run on the same data), the final
+                              evaluation adds the Fréchet distance to the test images of frechet_images samples
+                              (classes in turn) drawn as `sample` says, and of the same number drawn with each of
+                              ddim_steps DDIM steps (`frechet_ddim_<steps>`: Song et al. 2021, Table 1's question);
+                              and of as many train images, the floor a perfect model would reach
 
 The data set is encoded once, at start, by the VAE's encoder; each image keeps its posterior q(z|x) = N(μ, σ²), and
 every use draws a fresh z = μ + σ ε from it, as the LDM code's DiagonalGaussianDistribution.sample() does whenever
@@ -40,6 +45,7 @@ SAMPLERS = ("ddim", "ddpm")
 EVAL_SEED = 0
 FIGURE_COLUMNS = 8  # samples per class in the figure
 ENCODING_BATCH = 500  # images the VAE encodes at a time, at start
+SAMPLE_BATCH = 500  # images generated at a time for the Fréchet distance
 # Set by the latent (shape, channels, conditioning width) or meaningless here.
 _NOT_CONFIGURED = ("image_height", "image_width", "image_channels", "out_channels", "conditioning_dim")
 # A latent every U-Net of up to 11 levels fits: check_config checks the U-Net's fields alone with it, before the
@@ -60,11 +66,9 @@ def denoiser_for(config, latent_shape: tuple[int, int, int], num_classes: int) -
 def autoencoder_run(config):
   """(the autoencoder's run config, its AutoencoderConfig) from data.autoencoder_workdir; one-line errors unless it
   is a VAE with a spatial latent over images of this data set's shape."""
-  from experiments import image_eval  # it imports train, which imports the task registry, which imports this module
-
   workdir = config.data.autoencoder_workdir
   try:
-    run = image_eval.run_config(workdir)
+    run = autoencoder_task.image_eval().run_config(workdir)
   except UserError as e:
     raise UserError(f"data.autoencoder_workdir: {e}") from None
   if run.get("task") != "autoencoder" or run.get("model", {}).get("kind") != "vae":
@@ -119,6 +123,11 @@ class LatentDiffusionTask(Task):
           "guidance": number(0),
           "num_images": integer(1),
       },
+      "evaluation": {
+          "classifier_workdir": Rule(str, "a path, or '' for no Fréchet distance"),
+          "frechet_images": integer(2),
+          "ddim_steps": Rule(tuple, "a tuple of step counts >= 1", lambda v: all(type(s) is int and s >= 1 for s in v)),
+      },
   }
 
   @classmethod
@@ -129,6 +138,12 @@ class LatentDiffusionTask(Task):
     sample = config.sample
     if sample.sampler == "ddim" and sample.steps > timesteps:
       raise ConfigError(f"sample.steps={sample.steps} exceeds diffusion.timesteps={timesteps}")
+    if any(steps > timesteps for steps in config.evaluation.ddim_steps):
+      raise ConfigError(
+          f"evaluation.ddim_steps={show(config.evaluation.ddim_steps)} exceeds diffusion.timesteps={timesteps}"
+      )
+    if config.evaluation.ddim_steps and not config.evaluation.classifier_workdir:
+      raise ConfigError("evaluation.ddim_steps are measured by a Fréchet distance: set evaluation.classifier_workdir")
     if sample.guidance > 0 and config.objective.p_uncond == 0:
       raise ConfigError(
           f"sample.guidance={show(sample.guidance)} needs objective.p_uncond > 0: the null label is never trained"
@@ -143,6 +158,8 @@ class LatentDiffusionTask(Task):
   def __init__(self, config):
     super().__init__(config)
     run, self.vae_config = autoencoder_run(config)
+    if config.evaluation.classifier_workdir:  # its config now, before training; its checkpoint after
+      autoencoder_task.image_eval().check_classifier_run(config.evaluation.classifier_workdir, config.data.name)
     dataset = DATASETS[config.data.name]
     self.null_label = dataset.num_classes
     self.latent_shape = self.vae_config.latent_shape
@@ -161,6 +178,7 @@ class LatentDiffusionTask(Task):
     self.eval_latents = self._posterior(*self._encode(eval_split["image"]), eval_split["label"])
     self.eval_latents["index"] = np.arange(len(eval_split["label"]), dtype=np.int32)
     self.eval_image_stats = (float(eval_split["image"].mean()), float(eval_split["image"].std()))
+    self.eval_images, self.train_images = eval_split["image"], train_split["image"]
     self._generate = jax.jit(self._generate_images, static_argnames=("sampler", "steps", "guidance", "eta"))
 
   def _encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +237,35 @@ class LatentDiffusionTask(Task):
 
   def summarize_eval(self, sums):
     return {name: value / sums["examples"] for name, value in sums.items() if name != "examples"}
+
+  def generation_metrics(self, params):
+    """The Fréchet distances of samples (as `sample` says, then with each of evaluation.ddim_steps) and of train
+    images to the test images, in the classifier's features; none without evaluation.classifier_workdir."""
+    evaluation, sample = self.config.evaluation, self.config.sample
+    if not evaluation.classifier_workdir:
+      return {}
+    scorer = autoencoder_task.image_eval().FrechetScorer(evaluation.classifier_workdir, self.eval_images, self.config.data.name)
+    count = evaluation.frechet_images
+    labels = np.arange(count) % self.null_label  # the classes in turn, as balanced as the test split
+    draw = lambda sampler, steps: self._generate_in_batches(  # noqa: E731
+        params, labels, sampler, steps, sample.guidance, sample.eta
+    )
+    metrics = {"frechet_distance": scorer(draw(sample.sampler, sample.steps))}
+    for steps in evaluation.ddim_steps:
+      metrics[f"frechet_ddim_{steps}"] = scorer(draw("ddim", steps))
+    metrics["frechet_distance_train"] = scorer(self.train_images[:count])
+    return metrics
+
+  def _generate_in_batches(self, params, labels, sampler, steps, guidance, eta) -> np.ndarray:
+    """generate_images of SAMPLE_BATCH labels at a time (the last batch padded: one compile), each from its own
+    fixed key."""
+    batches = pipeline.padded_batches({"label": labels}, SAMPLE_BATCH)
+    images = [
+        self.generate_images(params, jax.random.fold_in(jax.random.key(EVAL_SEED), index), batch["label"], sampler,
+                             steps, guidance, eta)[batch["weight"] > 0]
+        for index, batch in enumerate(batches)
+    ]
+    return np.concatenate(images)
 
   def train_batches(self, seed, process_index, process_count):
     latents = self.train_latents

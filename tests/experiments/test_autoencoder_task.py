@@ -24,12 +24,14 @@ def _config(variant, data_dir, **model):
 
 @pytest.mark.parametrize("variant, model", [
     ("mlp", {}),
-    ("denoising", {}),
+    ("denoising", {}),  # of the digit 0 alone: a one-class model, its AUROC against the other digits
     ("vae", {}),
     ("conv", dict(upsampling="nearest", likelihood="gaussian")),  # the learned variance: nats may go negative
 ])
 def test_each_variant_trains_with_the_one_trainer(variant, model, data_dir, tmp_path):
   config = _config(variant, data_dir, **model)
+  if variant == "denoising":
+    config.data.classes = (0,)
   task, trainer, _ = train.setup(config, str(tmp_path))
   initial = trainer.evaluate(trainer.init(jax.random.key(config.seed)).params, task.eval_batches())
 
@@ -58,6 +60,13 @@ def test_each_variant_trains_with_the_one_trainer(variant, model, data_dir, tmp_
   else:
     assert "elbo" not in final and final["loss"] == pytest.approx(final["reconstruction_nats"], rel=1e-6)
   assert ("denoised_psnr" in final) == (variant == "denoising")
+  if variant == "denoising":
+    # From inputs masked more and more, worse reconstructions; the digits it never saw reconstruct worse still.
+    masked = [final[f"psnr_mask_{p:g}"] for p in config.evaluation.corruption_levels]
+    assert masked == sorted(masked, reverse=True) and masked[-1] < masked[0] - 1.0
+    assert final["anomaly_auroc"] > 0.9
+  else:
+    assert "anomaly_auroc" not in final and not any(name.startswith("psnr_mask") for name in final)
 
 
 def test_padding_rows_count_for_nothing(data_dir, tmp_path):
@@ -113,6 +122,17 @@ CASES = {  # name: (variant, overrides, a fragment of the message)
     ),
     "K of 0": ("vae", {"objective.importance_samples": 0}, "objective.importance_samples=0 must be an integer >= 1"),
     "an unknown data set": ("conv", {"data.name": "cifar10"}, "data.name='cifar10' must be one of"),
+    "a class twice": ("conv", {"data.classes": (3, 3)}, "data.classes=(3, 3) must be distinct labels in [0, 10)"),
+    "a class the data lacks": ("conv", {"data.classes": (10,)}, "data.classes=(10,) must be distinct labels in"),
+    "every class": ("conv", {"data.classes": tuple(range(10))}, "holds every class: use () to train on all of them"),
+    "an evaluation level past 1": (
+        "denoising", {"evaluation.corruption_levels": (0.5, 1.0)},
+        "a level of evaluation.corruption_levels=1.0 must be a masking probability in [0, 1)"
+    ),
+    "a classifier for a model without a prior": (
+        "conv", {"evaluation.classifier_workdir": "workdirs/classifier"},
+        "evaluation.classifier_workdir measures a VAE's prior samples; model.kind='autoencoder' draws none"
+    ),
 }
 
 

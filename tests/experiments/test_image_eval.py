@@ -213,3 +213,33 @@ def test_a_workdir_whose_checkpoints_are_all_corrupt_is_one_line_naming_them(tra
   with pytest.raises(UserError) as raised:
     image_eval.FeatureExtractor(workdir)
   assert str(raised.value) == f"no checkpoint in {checkpoints}: train first (--mode=train)"
+
+
+def test_a_vaes_prior_samples_are_scored_against_the_test_images(trained_classifier, data_dir, tmp_path):
+  from configs import autoencoder as autoencoder_configs
+
+  config = autoencoder_configs.get_config("vae,test")
+  config.data.data_dir = data_dir
+  config.train.update(num_steps=10, eval_every=10, checkpoint_every=10)
+  config.evaluation.classifier_workdir = trained_classifier[0]
+  final = train.train_and_evaluate(config, str(tmp_path))
+  # 10 steps of training: its samples are far from the digits, the train digits (the floor) close to them.
+  assert 0.0 <= final["frechet_distance_train"] < final["frechet_distance"]
+  test_images = images.DATASETS["sklearn_digits"].load(data_dir, "test")["image"]
+  scorer = image_eval.FrechetScorer(trained_classifier[0], test_images, "sklearn_digits")
+  assert abs(scorer(test_images)) < 1e-6  # the reference set itself
+
+
+def test_a_classifier_of_another_data_set_or_task_is_refused_before_training(trained_classifier, data_dir, tmp_path):
+  from configs import autoencoder as autoencoder_configs
+
+  with pytest.raises(ConfigError, match="was trained on data.name='sklearn_digits', not 'fashion_mnist': its features"):
+    image_eval.check_classifier_run(trained_classifier[0], "fashion_mnist")
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "config.json").write_text(autoencoder_configs.get_config("conv,test").to_json())
+  config = autoencoder_configs.get_config("vae,test")
+  config.data.data_dir = data_dir
+  config.evaluation.classifier_workdir = str(foreign)
+  with pytest.raises(ConfigError, match="holds a run of task='autoencoder', not 'image_classifier'"):
+    train.build(config, train.check_config(config))  # the task checks it as it is built: before any step

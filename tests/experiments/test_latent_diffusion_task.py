@@ -11,6 +11,7 @@ import PIL.Image
 import pytest
 
 from configs import autoencoder as autoencoder_configs
+from configs import image_classifier as classifier_configs
 from configs import latent_diffusion as latent_diffusion_configs
 from decoders.errors import ConfigError
 from experiments import train
@@ -30,6 +31,16 @@ def kl_vae_workdir(data_dir, tmp_path_factory) -> str:
   return workdir
 
 
+@pytest.fixture(scope="module")
+def classifier_workdir(data_dir, tmp_path_factory) -> str:
+  """The tiny classifier of the 8x8 digits, whose features measure the samples."""
+  config = classifier_configs.get_config("test")
+  config.data.data_dir = data_dir
+  workdir = str(tmp_path_factory.mktemp("classifier"))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
 def _config(data_dir, autoencoder_workdir, **sections):
   config = latent_diffusion_configs.get_config("test")
   config.data.update(data_dir=data_dir, autoencoder_workdir=autoencoder_workdir)
@@ -38,8 +49,10 @@ def _config(data_dir, autoencoder_workdir, **sections):
   return config
 
 
-def test_the_denoiser_trains_on_unit_variance_latents_and_generates_images(data_dir, kl_vae_workdir, tmp_path):
-  config = _config(data_dir, kl_vae_workdir)
+def test_the_denoiser_trains_on_unit_variance_latents_and_generates_images(
+    data_dir, kl_vae_workdir, classifier_workdir, tmp_path
+):
+  config = _config(data_dir, kl_vae_workdir, evaluation=dict(classifier_workdir=classifier_workdir, ddim_steps=(2, 10)))
   task, trainer, _ = train.setup(config, str(tmp_path))
   assert task.latent_shape == (2, 2, 4)
   latents = task.train_latents
@@ -56,6 +69,9 @@ def test_the_denoiser_trains_on_unit_variance_latents_and_generates_images(data_
 
   assert all(math.isfinite(value) for value in final.values()), final
   assert final["loss"] < 0.8 * initial["loss"]
+  # The Fréchet distances: the config's sampler is DDIM with 10 steps, so its samples are frechet_ddim_10's.
+  assert final["frechet_distance"] == final["frechet_ddim_10"]
+  assert 0.0 <= final["frechet_distance_train"] < min(final["frechet_ddim_2"], final["frechet_ddim_10"])
   checkpointer = Checkpointer(os.path.join(tmp_path, "checkpoints"), max_to_keep=1, create=False)
   params = checkpointer.restore_latest(trainer.abstract_state)[0].params
   labels = np.array([0, 3, 9, 10])  # 10: the null label, an unconditional image
@@ -115,6 +131,9 @@ def test_unreadable_checkpoints_are_set_aside_and_then_there_is_none(data_dir, k
     (dict(model=dict(embedding_dim=9)), "model.embedding_dim=9 must be a positive even integer", False),
     (dict(diffusion=dict(beta_start=0.1, beta_end=0.01)), "must satisfy 0 < beta_start <= beta_end < 1", False),
     (dict(model=dict(norm_groups=3)), "model.norm_groups=3 does not divide level 0's width 8", False),
+    (dict(evaluation=dict(ddim_steps=(10,))), "evaluation.ddim_steps are measured by a Fréchet distance: set", False),
+    (dict(evaluation=dict(classifier_workdir="c", ddim_steps=(10, 200))),
+     "evaluation.ddim_steps=(10, 200) exceeds diffusion.timesteps=100", False),
 ])
 def test_impossible_settings_are_one_line_before_anything_compiles(data_dir, kl_vae_workdir, sections, fragment, build):
   _one_line_error(ConfigError, _config(data_dir, kl_vae_workdir, **sections), fragment, build)

@@ -205,16 +205,19 @@ def test_translation_verdicts_read_bleu_overall_by_length_and_by_beam_width():
 
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
 @pytest.mark.parametrize("name", list(reproductions.ABLATIONS))
-def test_every_run_of_a_definition_is_valid_and_within_the_parameter_budget(name, quick):
+def test_every_run_of_a_definition_is_valid_and_within_the_parameter_budget(name, quick, tmp_path):
   ablation = reproductions.ABLATIONS[name]
   base = ablation.base_config(quick)
-  runs = ablation.runs(base)
+  runs = base_lib.resolve_run_dirs(ablation.runs(base), str(tmp_path))
   assert len({run.name for run in runs}) == len(runs)
   counts = []
   for run in runs:
     config = base_lib.run_config(run.base_config(quick) if run.base_config else base, run)
     train.check_config(config)
     counts.append(inspection.summarize(config).non_embedding)
+    # What a later run reads of this one before it trains (a latent diffusion, its VAE's shape): its config.
+    (tmp_path / run.name).mkdir()
+    (tmp_path / run.name / "config.json").write_text(config.to_json())
   if name in EQUAL_PARAMETERS:  # the others vary the size, add attention, or show another family, on purpose
     assert max(abs(count / counts[0] - 1) for count in counts) <= 0.02, dict(zip((r.name for r in runs), counts))
 
@@ -242,6 +245,17 @@ def test_an_override_the_base_config_lacks_is_named():
 
   with pytest.raises(ConfigError, match="model.mlp_width"):
     base_lib.run_config(shakespeare_char.get_config("test"), base_lib.Run("typo", {"model.mlp_width": 8}))
+
+
+def test_a_run_reads_only_an_earlier_runs_workdir():
+  from decoders.errors import ConfigError
+
+  runs = [base_lib.Run("vae", {}), base_lib.Run("ldm", {"data.autoencoder_workdir": base_lib.RunDir("vae")})]
+  resolved = base_lib.resolve_run_dirs(runs, "sweep")
+  assert resolved[1].overrides == {"data.autoencoder_workdir": os.path.join("sweep", "vae")}
+  assert runs[1].overrides["data.autoencoder_workdir"] == base_lib.RunDir("vae")  # the definition is left as it was
+  with pytest.raises(ConfigError, match="run 'ldm': data.autoencoder_workdir reads run 'vae', which is not an earlier"):
+    base_lib.resolve_run_dirs(runs[::-1], "sweep")
 
 
 def test_an_image_sweep_reports_per_image_metrics_and_copies_each_runs_figures(data_dir, tmp_path):
