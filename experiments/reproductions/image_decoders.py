@@ -45,10 +45,21 @@ UPSAMPLINGS = (
 AUTOENCODER_STEPS, GAN_STEPS = 2000, 1000
 
 
-def _autoencoder(quick: bool) -> ml_collections.ConfigDict:
-  if quick:
-    return autoencoder_configs.get_config("conv,test")
-  return _steps(autoencoder_configs.get_config("conv"), AUTOENCODER_STEPS)
+def _autoencoder_variant(variant: str, steps: int, **evaluation):
+  """quick -> configs/autoencoder.py's `variant` trained `steps` steps (its test size for --quick), with these
+  `evaluation` settings."""
+
+  def make(quick: bool) -> ml_collections.ConfigDict:
+    config = autoencoder_configs.get_config(f"{variant},test" if quick else variant)
+    if not quick:
+      _steps(config, steps)
+    config.evaluation.update(evaluation)
+    return config
+
+  return make
+
+
+_autoencoder = _autoencoder_variant("conv", AUTOENCODER_STEPS)
 
 
 def _gan(quick: bool) -> ml_collections.ConfigDict:
@@ -204,15 +215,7 @@ TRAINING_MASK = autoencoder_configs.get_config("denoising").objective.corruption
 def _vincent(variant: str):
   """The convolutional autoencoder (`conv`) or its denoising twin (`denoising`: the same network, trained from
   inputs with TRAINING_MASK of their pixels masked), evaluated from inputs with each share of MASK_LEVELS masked."""
-
-  def make(quick: bool) -> ml_collections.ConfigDict:
-    config = autoencoder_configs.get_config(f"{variant},test" if quick else variant)
-    if not quick:
-      _steps(config, AUTOENCODER_STEPS)
-    config.evaluation.update(corruption="mask", corruption_levels=MASK_LEVELS)
-    return config
-
-  return make
+  return _autoencoder_variant(variant, AUTOENCODER_STEPS, corruption="mask", corruption_levels=MASK_LEVELS)
 
 
 def _vincent_runs(base: ml_collections.ConfigDict) -> list[Run]:
@@ -266,23 +269,11 @@ VINCENT = Ablation(
 
 # -- Rombach et al. 2022: latent diffusion against a VAE's prior; DDIM steps ---------------------------------------
 
-CLASSIFIER_STEPS, VAE_STEPS_LDM, LDM_STEPS = 3000, 4000, 10000
+CLASSIFIER_STEPS, GENERATOR_VAE_STEPS, LDM_STEPS = 3000, 4000, 10000
 
 
 def _classifier(quick: bool) -> ml_collections.ConfigDict:
-  return classifier_configs.get_config("test" if quick else "fashion_mnist")
-
-
-def _measured_vae(variant: str):
-  """A VAE of configs/autoencoder.py whose prior samples the classifier's features measure."""
-
-  def make(quick: bool) -> ml_collections.ConfigDict:
-    config = autoencoder_configs.get_config(f"{variant},test" if quick else variant)
-    if not quick:
-      _steps(config, VAE_STEPS_LDM)
-    return config
-
-  return make
+  return classifier_configs.get_config("test") if quick else _steps(classifier_configs.get_config(), CLASSIFIER_STEPS)
 
 
 def _latent_diffusion(quick: bool) -> ml_collections.ConfigDict:
@@ -298,8 +289,10 @@ def _rombach_runs(base: ml_collections.ConfigDict) -> list[Run]:
   measured = {"evaluation.classifier_workdir": RunDir("classifier")}
   return [
       Run("classifier", {}, {"model": "classifier (the features)"}, base_config=_classifier),
-      Run("vae", measured, {"model": "VAE, 16-d Gaussian latent"}, base_config=_measured_vae("vae")),
-      Run("kl_vae", measured, {"model": "KL-VAE, 7x7x4 latent (β = 0.001)"}, base_config=_measured_vae("kl_vae")),
+      Run("vae", measured, {"model": "VAE, 16-d Gaussian latent"},
+          base_config=_autoencoder_variant("vae", GENERATOR_VAE_STEPS)),
+      Run("kl_vae", measured, {"model": "KL-VAE, 7x7x4 latent (β = 0.001)"},
+          base_config=_autoencoder_variant("kl_vae", GENERATOR_VAE_STEPS)),
       Run("ldm", {**measured, "data.autoencoder_workdir": RunDir("kl_vae")},
           {"model": "latent diffusion in the KL-VAE's latent"}, base_config=_latent_diffusion),
   ]
@@ -312,7 +305,7 @@ ROMBACH = Ablation(
         "On Fashion-MNIST, in order: the classifier whose 128-d penultimate features measure every sample "
         f"(`configs/image_classifier.py`, {CLASSIFIER_STEPS:,} steps); a convolutional VAE with a 16-d latent and "
         f"the KL-regularised VAE with a 7x7x4 latent (`configs/autoencoder.py:vae` and `:kl_vae`, "
-        f"{VAE_STEPS_LDM:,} steps each), whose samples decode draws from their N(0, I) prior; and a "
+        f"{GENERATOR_VAE_STEPS:,} steps each), whose samples decode draws from their N(0, I) prior; and a "
         f"class-conditional DDPM in that KL-VAE's latent space (`configs/latent_diffusion.py`, {LDM_STEPS:,} steps), "
         "sampled by DDIM with guidance 1, the classes in turn. Each generating model's Fréchet distance compares "
         "2,000 samples with the 10,000 test images; the latent diffusion's also with "

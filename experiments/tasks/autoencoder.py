@@ -129,7 +129,9 @@ class AutoencoderTask(Task):
       },
       "evaluation": {
           "corruption": one_of(c for c in corruption.CORRUPTIONS if c != "none"),  # of the levels below
-          "corruption_levels": Rule(tuple, "a tuple of σ or p", lambda v: all(isinstance(x, float) for x in v)),
+          "corruption_levels": Rule(
+              tuple, "a tuple of σ or p", lambda v: all(type(x) in (int, float) for x in v)  # True is no level
+          ),
           "classifier_workdir": TEXT,  # "": no Fréchet distance
           "frechet_images": integer(2),  # prior samples the Fréchet distance compares with the test split
       },

@@ -23,7 +23,9 @@ CONFIGS = {
     if path.stem != "__init__"
 }
 # Free text: any string is a valid directory or prompt here (their contents are checked later).
-FREE_TEXT = {"data.data_dir", "data.source_dir", "data.autoencoder_workdir", "sample.prompt"}
+FREE_TEXT = {
+    "data.data_dir", "data.source_dir", "data.autoencoder_workdir", "evaluation.classifier_workdir", "sample.prompt"
+}
 # Any finite value is valid: there is no range to leave.
 UNBOUNDED = {"sample.length_penalty"}
 
