@@ -15,8 +15,9 @@
 
 Loss: -log p(x|z) in nats per image (+ β KL for the VAE). Evaluation, on clean inputs: that loss, the
 reconstruction nats, MSE, PSNR and SSIM of the reconstruction (the decoder's mean image at the posterior mean for
-the VAE) and its checkerboard score (Odena et al. 2016; decoders/image_metrics.py); for the VAE the ELBO and the K-sample IWAE bound in nats per image (Burda et al. 2016: the test
-log-likelihood a paper reports); with a corruption, the PSNR of the clean image reconstructed from a corrupted one.
+the VAE) and its checkerboard score (Odena et al. 2016; decoders/image_metrics.py); for the VAE the ELBO and the
+K-sample IWAE bound in nats per image (Burda et al. 2016: the test log-likelihood a paper reports); with a
+corruption, the PSNR of the clean image reconstructed from a corrupted one.
 With data.classes, the held-out loss is over the test images of those classes, and `anomaly_auroc` is the AUROC of
 each test image's loss as a score that its label is another class (reconstruction error as an anomaly score).
 Evaluation draws its noise from fixed keys, so a checkpoint's numbers never change.

@@ -80,7 +80,8 @@ def autoencoder_run(config):
   if not model_config.latent_channels:
     raise ConfigError(
         f"the VAE in data.autoencoder_workdir={workdir} has a vector latent "
-        f"(model.latent_dim={model_config.latent_dim}); latent diffusion needs a spatial one (model.latent_channels > 0, as configs/autoencoder.py:kl_vae)"
+        f"(model.latent_dim={model_config.latent_dim}); latent diffusion needs a spatial one "
+        "(model.latent_channels > 0, as configs/autoencoder.py:kl_vae)"
     )
   image_shape = DATASETS[config.data.name].image_shape
   if tuple(model_config.image_shape) != tuple(image_shape):
@@ -244,15 +245,21 @@ class LatentDiffusionTask(Task):
     evaluation, sample = self.config.evaluation, self.config.sample
     if not evaluation.classifier_workdir:
       return {}
-    scorer = autoencoder_task.image_eval().FrechetScorer(evaluation.classifier_workdir, self.eval_images, self.config.data.name)
+    image_eval = autoencoder_task.image_eval()
+    scorer = image_eval.FrechetScorer(evaluation.classifier_workdir, self.eval_images, self.config.data.name)
     count = evaluation.frechet_images
     labels = np.arange(count) % self.null_label  # the classes in turn, as balanced as the test split
-    draw = lambda sampler, steps: self._generate_in_batches(  # noqa: E731
-        params, labels, sampler, steps, sample.guidance, sample.eta
-    )
-    metrics = {"frechet_distance": scorer(draw(sample.sampler, sample.steps))}
+    distances = {}  # (sampler, steps): each drawn once, though `sample` may also be one of the ddim_steps
+
+    def distance(sampler: str, steps: int) -> float:
+      key = (sampler, steps if sampler == "ddim" else None)
+      if key not in distances:
+        distances[key] = scorer(self._generate_in_batches(params, labels, sampler, steps, sample.guidance, sample.eta))
+      return distances[key]
+
+    metrics = {"frechet_distance": distance(sample.sampler, sample.steps)}
     for steps in evaluation.ddim_steps:
-      metrics[f"frechet_ddim_{steps}"] = scorer(draw("ddim", steps))
+      metrics[f"frechet_ddim_{steps}"] = distance("ddim", steps)
     metrics["frechet_distance_train"] = scorer(self.train_images[:count])
     return metrics
 
