@@ -109,21 +109,32 @@ def _write_json(path: str, value) -> None:
   os.replace(path + ".tmp", path)
 
 
+def killed_session_seconds(run_dir: str) -> float:
+  """The time of a session of this run killed before `train_run` could record it (SIGKILL, a reboot): from the start
+  its stale lock records to its last metrics row, so at most `train.log_every` steps short; 0 if there was none."""
+  started = workdir_lib.stale_holder(run_dir).get("started")
+  rows = os.path.join(run_dir, metrics_lib.JSONL_FILE)
+  if started is None or not os.path.exists(rows):
+    return 0.0
+  return max(0.0, os.path.getmtime(rows) - datetime.datetime.fromisoformat(started).timestamp())
+
+
 def train_run(config, run_dir: str) -> None:
   """Trains (or resumes) one run, its printed output in <run_dir>/train.log; adds the time to its record."""
   os.makedirs(run_dir, exist_ok=True)
+  killed = killed_session_seconds(run_dir)
   start = time.perf_counter()
   finished = False
   try:
     with open(os.path.join(run_dir, LOG_FILE), "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
       train.train_and_evaluate(config, run_dir)
     finished = True
-  finally:  # an interrupted run's time counts too: the run's wall time is the sum over its sessions
+  finally:  # an interrupted run's time counts too: the run's wall time is the sum over its sessions, killed ones too
     # The run's compiled programs: each maps code into the process, and a long sweep must not pile them up
     # towards Linux's vm.max_map_count (tests/conftest.py).
     jax.clear_caches()
     record = _read_record(run_dir)
-    record["wall_seconds"] = record.get("wall_seconds", 0.0) + time.perf_counter() - start
+    record["wall_seconds"] = record.get("wall_seconds", 0.0) + killed + time.perf_counter() - start
     if finished:
       record.update(machine=common.machine(), date=datetime.date.today().isoformat())
     _write_json(os.path.join(run_dir, RUN_RECORD), record)

@@ -83,6 +83,23 @@ def lock(workdir: str):
     os.close(fd)
 
 
+def stale_holder(workdir: str) -> dict:
+  """The record of a run on `workdir` that ended without releasing its lock (killed with -9, a reboot); empty if the
+  last run ended cleanly or one holds the workdir now. The file is left as it is, for `lock` to take over."""
+  try:
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
+  except OSError:
+    return {}
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return {}  # held: that run is alive
+  else:
+    return _holder(fd)
+  finally:
+    os.close(fd)  # releases the flock
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
   flat = {}
   for key, value in tree.items():

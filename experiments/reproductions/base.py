@@ -44,6 +44,7 @@ METRICS = {
     "mean_iou": ("test mean IoU", "{:.3f}"),
     "mean_dice": ("test mean Dice", "{:.3f}"),
     "checkerboard": ("checkerboard score", "{:.4f}"),
+    "pixel_accuracy": ("test pixel accuracy", "{:.4f}"),
     "accuracy": ("test accuracy", "{:.4f}"),
     "anomaly_auroc": ("anomaly AUROC (other classes)", "{:.3f}"),
     # The autoencoder's PSNR from inputs with a share p of their pixels masked (evaluation.corruption_levels).
@@ -154,6 +155,12 @@ class Ablation:
   quick_summary: str = ""  # how --quick differs (smaller model, fewer steps)
   notes: str = ""  # typed facts that no run re-measures, printed as such (Markdown)
   show_samples: bool = False  # the report quotes each run's final sample
+
+  def __post_init__(self):
+    # Checked when the ablation is defined, not after hours of runs when its table is written.
+    unknown = [name for name in self.columns if name not in METRICS]
+    if unknown:
+      raise ValueError(f"ablation {self.name!r}: columns {unknown} are not in reproductions.base.METRICS")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,10 +6,12 @@ second sweep trains nothing, a sweep over a copy with one run cut back to its fi
 checkpoint resumes that run alone, and the report comes from the results files only.
 """
 import contextlib
+import datetime
 import json
 import math
 import os
 import shutil
+import time
 
 import pytest
 
@@ -121,6 +123,11 @@ def test_a_second_sweep_trains_nothing(swept, tiny, trained_runs):
   assert again["runs"] == document["runs"]
 
 
+def _wall_seconds(run_dir: str) -> float:
+  with open(os.path.join(run_dir, reproduce.RUN_RECORD)) as f:
+    return json.load(f)["wall_seconds"]
+
+
 def test_an_interrupted_sweep_resumes_the_unfinished_run(swept, tiny, trained_runs, tmp_path):
   document, paths, _ = swept
   copy = _paths(tmp_path)
@@ -132,8 +139,18 @@ def test_an_interrupted_sweep_resumes_the_unfinished_run(swept, tiny, trained_ru
     rows = [line for line in f if json.loads(line)["step"] <= 3]
   with open(os.path.join(wide, "metrics.jsonl"), "w") as f:
     f.writelines(rows)
+  # The killed session left its lock, which says it started 100 s before its last metrics row.
+  now = time.time()
+  with open(os.path.join(wide, "lock"), "w") as f:
+    json.dump({"pid": 0, "host": "gone", "started": datetime.datetime.fromtimestamp(now - 1000).isoformat()}, f)
+  os.utime(os.path.join(wide, "metrics.jsonl"), (now - 900, now - 900))
+  recorded = _wall_seconds(wide)
+  resumed_at = time.perf_counter()
   resumed = reproduce.reproduce(tiny, quick=False, **copy)
   assert trained_runs == ["wide"]
+  added = _wall_seconds(wide) - recorded
+  assert 100 <= added <= 100 + time.perf_counter() - resumed_at + 1
+  assert not os.path.exists(os.path.join(wide, "lock"))
   with open(os.path.join(wide, "train.log")) as f:
     assert "resuming from the checkpoint at step 3" in f.read()
   # The trainer resumes exactly (tests/experiments/test_resume.py): the same final loss.
@@ -245,6 +262,12 @@ def test_an_override_the_base_config_lacks_is_named():
 
   with pytest.raises(ConfigError, match="model.mlp_width"):
     base_lib.run_config(shakespeare_char.get_config("test"), base_lib.Run("typo", {"model.mlp_width": 8}))
+
+
+def test_a_column_the_harness_does_not_measure_is_refused_when_defined():
+  # The table is written after every run has finished: a typo there would cost the whole sweep's report.
+  with pytest.raises(ValueError, match=r"ablation 'typo': columns \['pixel_acuracy'\] are not in"):
+    base_lib.Ablation("typo", "", "", shakespeare_char.get_config, lambda base: [], columns=("pixel_acuracy",))
 
 
 def test_a_run_reads_only_an_earlier_runs_workdir():
