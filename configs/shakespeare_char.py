@@ -31,6 +31,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       num_layers=4,
       width=128,
       num_heads=4,
+      key_size=0,  # the query/key head size; 0: width / num_heads (Vaswani et al. 2017, Table 3 (B) vary it)
       mlp_dim=512,
       max_len=64,
       dropout_rate=0.0,  # < 1 epoch in the 10-minute budget: nothing to regularise yet

@@ -42,7 +42,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if family == "transformer":
     # Vaswani et al. 2017's base recipe, scaled down (experiments run on 2 CPU cores): post-LN, sinusoidal
     # positions, one embedding for source, target and output, dropout and label smoothing 0.1.
-    config.model = dict(architecture="transformer", preset="transformer-small", dropout_rate=0.1)
+    # key_size: the query/key head size, 0 for width / num_heads (Table 3 (B) varies it: --config.model.key_size=16).
+    config.model = dict(architecture="transformer", preset="transformer-small", key_size=0, dropout_rate=0.1)
     optimizer, label_smoothing = TRANSFORMER_OPTIMIZER, 0.1
   elif family == "rnn":
     # Bahdanau et al. 2015: a bidirectional GRU encoder, additive attention (Adam here, not Adadelta).
@@ -53,7 +54,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # One stack of the Transformer's blocks over source, EOS, BOS, target (Raffel et al. 2020, sec. 3.2.1), causal or
     # seeing its prompt both ways; pre-LN, as T5's, so it trains without the encoder-decoder's warm-up care.
     config.model = dict(
-        architecture=family, preset="shakespeare_char", num_layers=6, width=256, num_heads=4, mlp_dim=1024,
+        architecture=family, preset="shakespeare_char", num_layers=6, width=256, num_heads=4, key_size=0, mlp_dim=1024,
         positions="sinusoidal", activation="relu", norm_position="pre", dropout_rate=0.1,
     )
     optimizer, label_smoothing = TRANSFORMER_OPTIMIZER, 0.1

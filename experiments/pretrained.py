@@ -70,7 +70,8 @@ def load(spec: str) -> Pretrained:
 def check_model(spec: str, pretrained: decoder_lm.DecoderLMConfig, ours: decoder_lm.DecoderLMConfig) -> None:
   """A ConfigError naming the first field where `config.model` computes something other than the weights' model."""
   for field in dataclasses.fields(decoder_lm.DecoderLMConfig):
-    name = "kv_heads" if field.name == "num_kv_heads" else field.name  # 0 and num_heads say the same
+    # 0 and num_heads say the same, as do key_size 0 and width / num_heads.
+    name = {"num_kv_heads": "kv_heads", "key_size": "key_dim"}.get(field.name, field.name)
     theirs, mine = getattr(pretrained, name), getattr(ours, name)
     if field.name == "max_len" and mine > theirs:
       raise ConfigError(f"model.max_len={mine} is longer than the {theirs} positions of init_from={spec!r}")

@@ -105,6 +105,9 @@ def save_hf_checkpoint(
         f"a model with positions={cfg.positions!r}, norm={cfg.norm!r}, norm_position={cfg.norm_position!r}, "
         f"activation={cfg.activation!r}, use_bias={cfg.use_bias} has no Hugging Face architecture to save it as"
     )
+  if cfg.key_dim != cfg.head_dim:  # GPT-2's and LLaMA's attention have one head size for queries, keys and values
+    raise WeightsError(f"model.key_size={cfg.key_size} differs from width / num_heads = {cfg.head_dim}, which "
+                       "Hugging Face's gpt2, llama and mistral cannot hold")
   params = jax.device_get(nn.unbox(params))
   if decoder_lm.SCANNED_LAYERS in params:
     params = decoder_lm.unstack_layers(params)

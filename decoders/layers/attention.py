@@ -1,16 +1,19 @@
 """Multi-head scaled dot-product attention (Vaswani et al. 2017, eq. 1).
 
-Three interchangeable kernels compute softmax(q k^T / sqrt(d) + bias) v under a boolean mask
-(decoders/layers/masks.py):
+Three interchangeable kernels compute softmax(q k^T / sqrt(d_k) + bias) v under a boolean mask
+(decoders/layers/masks.py), d_k being the query's and key's last dim:
   "xla":     `jax.nn.dot_product_attention`, which lets each backend pick a fused
-             kernel (cuDNN flash attention on GPU, XLA elsewhere);
+             kernel (cuDNN flash attention on GPU, XLA elsewhere); it takes values of the
+             keys' size only, so a separate key size runs the einsum path;
   "einsum":  the explicit einsum path, the reference the tests compare against,
              and the only one that supports dropout on the attention weights;
   "chunked": memory-efficient attention over blocks of queries and keys with an online
              softmax (Rabe & Staats 2021): no [q, k] buffer, and the key blocks a mask
              hides entirely (above a causal diagonal, outside a sliding window) are skipped.
 Key and value may have fewer heads than the query: grouped-query attention (Ainslie et al.
-2023), whose one-head case is multi-query attention (Shazeer 2019).
+2023), whose one-head case is multi-query attention (Shazeer 2019). Queries and keys may have
+another size per head than values (d_k against d_v: Vaswani et al. 2017, sec. 3.2.2 and Table 3
+row (B), which varies d_k alone).
 """
 from typing import Any
 
@@ -28,8 +31,8 @@ IMPLEMENTATIONS = ("xla", "einsum", "chunked")
 
 
 def einsum_attention(query, key, value, mask, dropout_rng=None, dropout_rate=0.0, bias=None):
-  """Reference attention. query: [b, q, h, d]; key, value: [b, k, kv, d] with h % kv == 0;
-  mask (boolean, True = attend) and bias (added to the scaled logits): [b|1, h|1, q, k] or None.
+  """Reference attention. query: [b, q, h, d_k]; key: [b, k, kv, d_k]; value: [b, k, kv, d_v] with h % kv == 0;
+  mask (boolean, True = attend) and bias (added to the scaled logits): [b|1, h|1, q, k] or None. Output: [b, q, h, d_v].
   """
   batch, length, heads, depth = query.shape
   kv_heads = key.shape[-2]
@@ -48,12 +51,17 @@ def einsum_attention(query, key, value, mask, dropout_rng=None, dropout_rate=0.0
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
   weights = weights.reshape(batch, kv_heads, heads // kv_heads, length, key.shape[1])
-  return jnp.einsum("bngqk,bknd->bqngd", weights, value).reshape(query.shape)
+  return jnp.einsum("bngqk,bknd->bqngd", weights, value).reshape(batch, length, heads, value.shape[-1])
 
 
 def attention(query, key, value, mask, implementation="xla", dropout_rng=None, dropout_rate=0.0, bias=None):
-  """Dispatches to one of IMPLEMENTATIONS; all give the same result without dropout."""
-  if implementation == "einsum" or (dropout_rng is not None and dropout_rate > 0.0):
+  """Dispatches to one of IMPLEMENTATIONS; all give the same result without dropout. The logits are scaled by
+  1/sqrt(d_k), the query's last dim, whatever the values' size."""
+  # jax.nn.dot_product_attention takes values only of the keys' size (and on the CPU its "xla" path is this einsum).
+  separate_key_size = key.shape[-1] != value.shape[-1]
+  if implementation == "einsum" or (dropout_rng is not None and dropout_rate > 0.0) or (
+      implementation == "xla" and separate_key_size
+  ):
     return einsum_attention(query, key, value, mask, dropout_rng, dropout_rate, bias)
   if implementation == "xla":
     return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, implementation="xla")
@@ -67,12 +75,16 @@ class MultiHeadAttention(nn.Module):
   to the input width.
 
   `num_kv_heads` key/value heads (0: one per query head) make it grouped-query attention;
-  `rope_base` > 0 rotates query and key by position (RoPE, Su et al. 2021).
+  `rope_base` > 0 rotates query and key by position (RoPE, Su et al. 2021), which needs an even key size.
+  `key_dim` (0: head_dim) is the query and key heads' size d_k, the value heads' staying head_dim (d_v): the
+  logits are scaled by 1/sqrt(key_dim). Vaswani et al. 2017 (Table 3 (B)) vary d_k alone this way; a smaller
+  one shrinks the query and key projections and the cache's keys.
   """
 
   num_heads: int
   head_dim: int
   num_kv_heads: int = 0
+  key_dim: int = 0
   rope_base: float = 0.0
   implementation: str = "xla"
   dropout_rate: float = 0.0
@@ -91,17 +103,23 @@ class MultiHeadAttention(nn.Module):
     the positions it holds (`mask` must be None), and the result is (output, cache updated).
 
     A `source` makes it cross-attention (Vaswani et al. 2017, sec. 3.2.3): the keys and values come from another
-    sequence, an encoder's output [b, s, width], or are the pair (key, value) [b, s, kv_heads, head_dim] that a call
-    with x None returns, so a decoder projects its source once for every step. RoPE rotates self-attention only.
+    sequence, an encoder's output [b, s, width], or are the pair (key [b, s, kv_heads, key_dim], value [b, s, kv_heads,
+    head_dim]) that a call with x None returns, so a decoder projects its source once for every step. RoPE rotates
+    self-attention only.
     """
     kv_heads = self.num_kv_heads or self.num_heads
     if kv_heads < 1 or self.num_heads % kv_heads:
       raise ConfigError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads} (0: num_heads)")
+    if self.key_dim < 0:
+      raise ConfigError(f"key_dim={self.key_dim} must be >= 0 (0: head_dim)")
+    key_dim = self.key_dim or self.head_dim
+    if self.rope_base > 0 and key_dim % 2:
+      raise ConfigError(f"key size {key_dim} must be even for rotary position embeddings (it rotates pairs)")
 
-    def projection(name, heads, heads_axis):
+    def projection(name, heads, heads_axis, size):
       return quantization.dense(
           self.weights,
-          (heads, self.head_dim),
+          (heads, size),
           (EMBED, heads_axis, HEAD_DIM),
           use_bias=self.use_bias,
           dtype=self.dtype,
@@ -113,10 +131,11 @@ class MultiHeadAttention(nn.Module):
       key, value = source
     else:
       inputs = x if source is None else source
-      key, value = projection("key", kv_heads, KV_HEADS)(inputs), projection("value", kv_heads, KV_HEADS)(inputs)
+      key = projection("key", kv_heads, KV_HEADS, key_dim)(inputs)
+      value = projection("value", kv_heads, KV_HEADS, self.head_dim)(inputs)
       if x is None:
         return key, value
-    query = projection("query", self.num_heads, HEADS)(x)
+    query = projection("query", self.num_heads, HEADS, key_dim)(x)
     if self.rope_base > 0 and source is None:
       positions = jnp.arange(x.shape[-2]) if positions is None else positions
       query, key = apply_rope(query, positions, self.rope_base), apply_rope(key, positions, self.rope_base)

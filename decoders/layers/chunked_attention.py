@@ -49,7 +49,7 @@ def chunked_attention(query, key, value, mask, bias=None, *, block_size=BLOCK_SI
   if bias is not None:
     bias = _pad_to(_pad_to(_four_d(bias), 2, q_padded, 0), 3, k_padded, 0)
   out = _blockwise_attention(q, k, v, mask, bias, q_block, k_block)
-  return out[:, :, :, :q_len].transpose(0, 3, 1, 2, 4).reshape(query.shape)
+  return out[:, :, :, :q_len].transpose(0, 3, 1, 2, 4).reshape(batch, q_len, heads, value.shape[-1])
 
 
 def _four_d(x):
@@ -110,12 +110,12 @@ def _scaled_logits(q_i, k, mask, bias, i, j, q_block, k_block):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _blockwise_attention(q, k, v, mask, bias, q_block, k_block):
-  """q: [b, kv, group, q, d] (scaled); k, v: [b, kv, k, d]; lengths multiples of the blocks."""
+  """q: [b, kv, group, q, d_k] (scaled); k: [b, kv, k, d_k]; v: [b, kv, k, d_v]; lengths multiples of the blocks."""
   return _blockwise_forward(q, k, v, mask, bias, q_block, k_block)[0]
 
 
 def _blockwise_forward(q, k, v, mask, bias, q_block, k_block):
-  batch, kv_heads, group, q_len, depth = q.shape
+  (batch, kv_heads, group, q_len, _), depth = q.shape, v.shape[-1]  # the output has the values' size
   first, end = _key_block_ranges(mask, q_len // q_block, k.shape[2] // k_block)
   row_shape = (batch, kv_heads, group, q_block)
 
@@ -146,7 +146,7 @@ def _blockwise_forward(q, k, v, mask, bias, q_block, k_block):
 
   _, (out, logsumexp) = jax.lax.scan(query_block, None, jnp.arange(q_len // q_block))
   # [q blocks, b, kv, group, q_block, ...] -> [b, kv, group, q, ...]
-  out = jnp.moveaxis(out, 0, 3).reshape(q.shape)
+  out = jnp.moveaxis(out, 0, 3).reshape(*q.shape[:-1], depth)
   logsumexp = jnp.moveaxis(logsumexp, 0, 3).reshape(q.shape[:-1])
   return out, (q, k, v, mask, bias, out, logsumexp)
 

@@ -15,13 +15,16 @@ A `CacheSpec` (static: jit specialises on it) picks how values are stored and wh
                         Dettmers et al. 2022, sec. 3.1, at the granularity of KIVI, Liu et al. 2024).
                "int4":  the same with values in [-7, 7], two per byte: element i of the first half of
                         the head dim in the low half byte, element i of the second in the high one
-                        (head_dim must be even).
+                        (head_dim and the key size must be even).
                Every key and value is read back dequantised, the call's own new ones included.
   eviction     "none":  slot = position; lowering `lengths` rewinds a row (speculative decoding).
                "window", "sinks", "h2o": memory bounded by `capacity` whatever the length, at
                         the price of attention over a subset of the past (kv_eviction.py).
 The whole cache travels through the layers (see `LayerCache`): each layer updates its own
 slice in place, so a decoding step writes one token per layer instead of copying the cache.
+
+Keys may have another size per head than values (`key_dim`: a model's d_k apart from d_v, Vaswani et al. 2017,
+Table 3 (B)); every kind of storage and eviction above keeps them at their own size.
 
 A prefix LM's cache (Raffel et al. 2020, sec. 3.2.1) also keeps each row's prefix length: the first
 tokens a row is given, its prompt, see each other both ways during their prefill, and every later
@@ -64,12 +67,15 @@ class CacheSpec:
     if (self.eviction == "h2o") != (self.recent > 0) or self.recent < 0:
       raise ConfigError(f"cache recent={self.recent} must be positive with eviction='h2o' and 0 otherwise")
 
-  def check(self, capacity: int, head_dim: int):
-    """A ConfigError if a cache of `capacity` slots of `head_dim` values cannot follow this spec."""
+  def check(self, capacity: int, head_dim: int, key_dim: int | None = None):
+    """A ConfigError if a cache of `capacity` slots of `head_dim` values (`key_dim` for keys, default head_dim)
+    cannot follow this spec."""
     if capacity < 1:
       raise ConfigError(f"cache capacity={capacity} must be at least 1")
     if self.quantization == "int4" and head_dim % 2:
       raise ConfigError(f"an int4 cache packs two values per byte: head_dim={head_dim} must be even")
+    if self.quantization == "int4" and key_dim is not None and key_dim % 2:
+      raise ConfigError(f"an int4 cache packs two values per byte: the key size key_dim={key_dim} must be even")
     if self.eviction == "sinks" and capacity <= self.sinks:
       raise ConfigError(f"cache capacity={capacity} must exceed sinks={self.sinks}: it holds sinks + a recent window")
     if self.eviction == "h2o" and capacity <= self.recent:
@@ -97,8 +103,8 @@ def dequantize(values: jax.Array, scale: jax.Array, quantization: str, dtype) ->
 
 @flax.struct.dataclass
 class KVCache:
-  key: jax.Array  # [layers, batch, capacity, kv_heads, head_dim] keys after RoPE (int8; uint8 [..., head_dim / 2] int4)
-  value: jax.Array  # as key
+  key: jax.Array  # [layers, batch, capacity, kv_heads, key_dim] keys after RoPE (int8; uint8 [..., key_dim / 2] int4)
+  value: jax.Array  # as key, of head_dim
   lengths: jax.Array  # [batch] int32: tokens each row has seen (its next token's position)
   key_scale: jax.Array | None = None  # quantised: [layers, batch, capacity, kv_heads] float32
   value_scale: jax.Array | None = None
@@ -115,18 +121,22 @@ class KVCache:
 
   @classmethod
   def zeros(cls, num_layers: int, batch: int, capacity: int, kv_heads: int, head_dim: int, dtype=jnp.float32,
-            spec: CacheSpec = CacheSpec(), prefix_lm: bool = False):
-    spec.check(capacity, head_dim)
+            spec: CacheSpec = CacheSpec(), prefix_lm: bool = False, key_dim: int | None = None):
+    """An empty cache: values of `head_dim` per KV head, keys of `key_dim` (None: head_dim)."""
+    key_dim = head_dim if key_dim is None else key_dim
+    if key_dim < 1:
+      raise ConfigError(f"cache key_dim={key_dim} must be at least 1")
+    spec.check(capacity, head_dim, key_dim)
     if prefix_lm and spec.eviction == "h2o":
       raise ConfigError("a prefix LM cannot decode with cache eviction='h2o': it takes the prompt token by token")
     shape = (num_layers, batch, capacity, kv_heads)
     fields = {}  # one array per field, never shared: a caller may donate the cache to a jitted step
     if spec.quantization == "none":
-      fields["key"], fields["value"] = (jnp.zeros((*shape, head_dim), dtype) for _ in range(2))
+      fields["key"], fields["value"] = (jnp.zeros((*shape, size), dtype) for size in (key_dim, head_dim))
     else:
-      packed = head_dim // 2 if spec.quantization == "int4" else head_dim
+      packed = lambda size: size // 2 if spec.quantization == "int4" else size
       storage = jnp.int8 if spec.quantization == "int8" else jnp.uint8
-      fields["key"], fields["value"] = (jnp.zeros((*shape, packed), storage) for _ in range(2))
+      fields["key"], fields["value"] = (jnp.zeros((*shape, packed(size)), storage) for size in (key_dim, head_dim))
       fields["key_scale"], fields["value_scale"] = (jnp.zeros(shape, jnp.float32) for _ in range(2))
     if spec.eviction == "h2o":
       fields["slot_positions"], fields["scores"] = jnp.full(shape, -1, jnp.int32), jnp.zeros(shape, jnp.float32)
@@ -160,7 +170,8 @@ class KVCache:
     return self.replace(lengths=lengths)
 
   def stored(self, new_key: jax.Array, new_value: jax.Array) -> tuple:
-    """New keys and values [..., kv_heads, head_dim] as the cache stores them, in the layout of `layer_arrays`."""
+    """New keys [..., kv_heads, key_dim] and values [..., kv_heads, head_dim] as the cache stores them, in the layout
+    of `layer_arrays`."""
     if self.spec.quantization == "none":
       return (new_key.astype(self.key.dtype), None), (new_value.astype(self.value.dtype), None)
     return quantize(new_key, self.spec.quantization), quantize(new_value, self.spec.quantization)
@@ -185,8 +196,9 @@ class KVCache:
     return tuple(dequantize(values, scale, self.spec.quantization, dtype) for values, scale in arrays)
 
   def write(self, layer, slots: jax.Array, new_key: jax.Array, new_value: jax.Array) -> "KVCache":
-    """New keys and values [batch, t, kv_heads, head_dim] written to `layer` at `slots` [batch, t]; a slot outside
-    [0, capacity) drops its token. A row's in-range slots must differ: a scatter's duplicate winner is undefined."""
+    """New keys [batch, t, kv_heads, key_dim] and values [..., head_dim] written to `layer` at `slots` [batch, t]; a
+    slot outside [0, capacity) drops its token. A row's in-range slots must differ: a scatter's duplicate winner is
+    undefined."""
     rows = jnp.arange(slots.shape[0])[:, None]
     scatter = lambda full, new: full.at[layer, rows, slots].set(new, mode="drop")
     (key, key_scale), (value, value_scale) = jax.tree.map(

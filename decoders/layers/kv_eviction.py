@@ -54,8 +54,8 @@ def kept_by_policy(query_positions: jax.Array, key_positions: jax.Array, spec, c
 
 def h2o_attend(layer_cache, query, key, value):
   """Attention output [batch, t, heads, head_dim] of new tokens under H2O eviction, token after token, and the
-  cache with this layer's slots, positions and accumulated scores updated. query: [batch, t, heads, head_dim];
-  key, value: [batch, t, kv_heads, head_dim]."""
+  cache with this layer's slots, positions and accumulated scores updated. query: [batch, t, heads, key_dim];
+  key: [batch, t, kv_heads, key_dim]; value: [batch, t, kv_heads, head_dim] (key_dim may differ from head_dim)."""
   cache, layer = layer_cache.cache, layer_cache.layer
   pick = lambda x: jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
   state = (cache.layer_arrays(layer), pick(cache.slot_positions), pick(cache.scores))
@@ -74,7 +74,7 @@ def _h2o_step(cache, window: int, state, inputs):
   """One token of Zhang et al. 2023, Alg. 1 for every row and KV head: attend over the kept keys and itself,
   add the weights to the scores, then store the token in an empty slot or in place of the evicted key."""
   arrays, slot_positions, scores = state  # layer arrays as KVCache.layer_arrays; [batch, capacity, kv_heads] x2
-  query, key, value, position, real = inputs  # [batch, heads, d], [batch, kv_heads, d] x2, [batch], [batch]
+  query, key, value, position, real = inputs  # [batch, heads, d_k], [batch, kv_heads, d_k | d_v], [batch], [batch]
   (batch, heads, depth), (capacity, kv_heads) = query.shape, slot_positions.shape[1:]
   new = cache.stored(key, value)
   keys, values = cache.read(arrays, query.dtype)
@@ -89,7 +89,7 @@ def _h2o_step(cache, window: int, state, inputs):
   logits = jnp.einsum("bngd,bknd->bngk", grouped, keys) / jnp.sqrt(depth).astype(query.dtype)
   logits = jnp.where(jnp.swapaxes(visible, 1, 2)[:, :, None], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  out = jnp.einsum("bngk,bknd->bngd", weights.astype(values.dtype), values).reshape(batch, heads, depth)
+  out = jnp.einsum("bngk,bknd->bngd", weights.astype(values.dtype), values).reshape(batch, heads, values.shape[-1])
   accumulated = jnp.pad(scores, ((0, 0), (0, 1), (0, 0))) + jnp.swapaxes(weights.sum(axis=2), 1, 2)
   recent = slot_positions > here - cache.spec.recent  # with the new token, the R most recent positions
   priority = jnp.where(slot_positions < 0, -jnp.inf, jnp.where(recent, jnp.inf, accumulated[:, :capacity]))

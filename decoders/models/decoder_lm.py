@@ -6,7 +6,7 @@
 
 Variants are chosen by the string fields of `DecoderLMConfig` (positions, norm,
 activation, attention kernel) and a few sizes (KV heads for GQA/MQA, a sliding
-window); named presets live in `PRESETS`.
+window, a query/key head size apart from the value's); named presets live in `PRESETS`.
 
 Prefix LM (Raffel et al. 2020, sec. 3.2.1, fig. 3 right): attention is fully visible over a
 prefix (for translation the source, "translate English to German: ...") and causal after it.
@@ -63,6 +63,10 @@ class DecoderLMConfig:
   max_len: int
   # Key/value heads: 0 = num_heads (multi-head); fewer = grouped-query (Ainslie et al. 2023); 1 = multi-query (Shazeer 2019).
   num_kv_heads: int = 0
+  # The query/key head size d_k; 0: width / num_heads. The value heads keep width / num_heads (d_v), so the output
+  # projection is unchanged: Vaswani et al. 2017, Table 3 (B) vary d_k alone. It sizes the Q and K projections,
+  # the cache's keys and the logits' 1/sqrt(d_k).
+  key_size: int = 0
   dropout_rate: float = 0.0
   positions: str = "learned"  # learned (GPT) | sinusoidal (Vaswani et al. 2017) | rope (Su et al. 2021)
   rope_base: float = 10_000.0
@@ -112,7 +116,11 @@ class DecoderLMConfig:
       raise ConfigError(f"model.num_heads={self.num_heads} is not divisible by model.num_kv_heads={self.num_kv_heads}")
     if self.positions == "sinusoidal" and self.width % 2:
       raise ConfigError(f"model.positions='sinusoidal' needs an even width; model.width={self.width}")
-    if self.positions == "rope" and self.head_dim % 2:
+    if self.key_size < 0:
+      raise ConfigError(f"model.key_size={self.key_size} must be >= 0 (0: width / num_heads)")
+    if self.positions == "rope" and self.key_dim % 2:  # it rotates the query's and key's dims in pairs
+      if self.key_size:
+        raise ConfigError(f"model.positions='rope' needs an even key size; model.key_size={self.key_size}")
       raise ConfigError(f"model.positions='rope' needs an even head dim; width/num_heads={self.head_dim}")
     if not 0 <= self.sliding_window <= self.max_len:
       raise ConfigError(f"model.sliding_window={self.sliding_window} must be in [0, model.max_len={self.max_len}]")
@@ -140,6 +148,11 @@ class DecoderLMConfig:
     return self.width // self.num_heads
 
   @property
+  def key_dim(self) -> int:
+    """The query/key head size d_k: `key_size`, or width / num_heads."""
+    return self.key_size or self.head_dim
+
+  @property
   def kv_heads(self) -> int:
     return self.num_kv_heads or self.num_heads
 
@@ -149,11 +162,10 @@ class DecoderLMConfig:
 
   def num_params(self, include_embeddings: bool = False) -> int:
     """Parameter count; without embeddings it is the N of Kaplan et al. 2020's 6N FLOPs/token."""
-    kv_width = self.kv_heads * self.head_dim
     ffn_inputs = 2 if self.activation in feed_forward.GATED else 1
-    per_layer = 2 * self.width * self.width + 2 * self.width * kv_width + (ffn_inputs + 1) * self.width * self.mlp_dim
+    per_layer = self.attention_params() + (ffn_inputs + 1) * self.width * self.mlp_dim
     if self.use_bias:
-      per_layer += 2 * self.width + 2 * kv_width + ffn_inputs * self.mlp_dim + self.width
+      per_layer += ffn_inputs * self.mlp_dim + self.width
     norm_size = 2 * self.width if self.norm == "layernorm" else self.width  # scale (and bias)
     total = self.num_layers * (per_layer + 2 * norm_size) + (norm_size if self.norm_position == "pre" else 0)
     if include_embeddings:
@@ -161,27 +173,35 @@ class DecoderLMConfig:
       total += self.max_len * self.width if self.positions == "learned" else 0
     return total
 
-  def kv_cache_bytes_per_token(self, bytes_per_value: int | None = None) -> int:
-    """Bytes one token adds to a key/value cache: a key and a value per layer and KV head.
+  def attention_params(self) -> int:
+    """One attention sublayer's parameters: the query and key projections to heads of key_dim, the value projection
+    to heads of head_dim, and the output projection from num_heads x head_dim = width back to width."""
+    projected = self.num_heads * self.key_dim + self.kv_heads * (self.key_dim + self.head_dim)
+    return self.width * (projected + self.width) + (projected + self.width if self.use_bias else 0)
 
-    This is what GQA and MQA shrink (Ainslie et al. 2023; Shazeer 2019). By default the
-    cache holds the compute dtype.
+  def kv_cache_bytes_per_token(self, bytes_per_value: int | None = None) -> int:
+    """Bytes one token adds to a key/value cache: a key (of key_dim) and a value (of head_dim) per layer and KV head.
+
+    This is what GQA and MQA shrink (Ainslie et al. 2023; Shazeer 2019), and a smaller key
+    size shrinks the keys' half. By default the cache holds the compute dtype.
     """
     if bytes_per_value is None:
       bytes_per_value = jnp.dtype(DTYPES[self.dtype]).itemsize
-    return 2 * self.num_layers * self.kv_heads * self.head_dim * bytes_per_value
+    return self.num_layers * self.kv_heads * (self.key_dim + self.head_dim) * bytes_per_value
 
   def flops_per_token(self, context: int) -> float:
     """Training FLOPs per token: 6N for the weights plus 6 L T d for attention (Kaplan et al. 2020, table 1).
 
-    T is the number of keys a query sees: the context, or the sliding window if shorter.
+    T is the number of keys a query sees: the context, or the sliding window if shorter. Of the 6 L T d, half is
+    q k^T and half the weighted sum of values, so a separate key size counts 3 L T (h d_k + h d_v).
     These are model FLOPs: the forward pass that `remat` recomputes is not counted, so
     model-FLOPs utilisation measures useful work whatever the policy (Chowdhery et al.
     2022, appendix B).
     """
     weights = self.num_params() + self.padded_vocab_size * self.width  # the output projection is a matmul too
     keys = min(context, self.sliding_window) if self.sliding_window else context
-    return 6.0 * weights + 6.0 * self.num_layers * keys * self.width
+    attention_width = self.num_heads * (self.key_dim + self.head_dim)  # = 2 d without a separate key size
+    return 6.0 * weights + 3.0 * self.num_layers * keys * attention_width
 
 
 # The two architectures the presets below are made of; a preset adds its sizes.
@@ -237,6 +257,7 @@ class DecoderBlock(nn.Module):
         num_heads=cfg.num_heads,
         head_dim=cfg.head_dim,
         num_kv_heads=cfg.num_kv_heads,
+        key_dim=cfg.key_dim,
         rope_base=cfg.rope_base if cfg.positions == "rope" else 0.0,
         implementation=cfg.attention,
         use_bias=cfg.use_bias,
@@ -369,11 +390,11 @@ def add_positions(x: jax.Array, positions: jax.Array, config: DecoderLMConfig, l
 def init_cache(
     config: DecoderLMConfig, batch: int, capacity: int, spec: kv_cache.CacheSpec = kv_cache.CacheSpec()
 ) -> kv_cache.KVCache:
-  """An empty cache of `capacity` slots for `batch` rows, sized by the KV heads, stored and evicting as `spec`
-  says (by default: the compute dtype, slot = position, so it holds up to `capacity` tokens)."""
+  """An empty cache of `capacity` slots for `batch` rows, sized by the KV heads (keys of key_dim), stored and evicting
+  as `spec` says (by default: the compute dtype, slot = position, so it holds up to `capacity` tokens)."""
   return kv_cache.KVCache.zeros(
       config.num_layers, batch, capacity, config.kv_heads, config.head_dim, DTYPES[config.dtype], spec,
-      config.prefix_lm,
+      config.prefix_lm, key_dim=config.key_dim,
   )
 
 

@@ -45,9 +45,10 @@ UNSUPPORTED = {"sliding_window": 0, "scan_layers": False, "remat": "none", "weig
 
 @dataclasses.dataclass(frozen=True)
 class EncoderDecoderConfig:
-  # What both stacks share: the vocabulary (source and target), width, heads, feed-forward, max_len (the longest source
-  # and the longest decoder sequence), norm, activation, dropout, biases, output tying, attention kernel, dtype. Its
-  # num_layers and positions are not read: the fields below give them (DecoderLMConfig knows no relative bias).
+  # What both stacks share: the vocabulary (source and target), width, heads and their key size, feed-forward, max_len
+  # (the longest source and the longest decoder sequence), norm, activation, dropout, biases, output tying, attention
+  # kernel, dtype. Its num_layers and positions are not read: the fields below give them (DecoderLMConfig knows no
+  # relative bias).
   stack: DecoderLMConfig
   num_encoder_layers: int
   num_decoder_layers: int
@@ -98,8 +99,7 @@ class EncoderDecoderConfig:
     # Both stacks' self-attention, feed-forward and their two norms, as a decoder-only stack that deep counts them
     # (post-norm: without its final norm).
     blocks = dataclasses.replace(s, num_layers=self.num_encoder_layers + self.num_decoder_layers, norm_position="post")
-    kv_width = s.kv_heads * s.head_dim
-    cross_attention = 2 * s.width * (s.width + kv_width) + (2 * (s.width + kv_width) if s.use_bias else 0)
+    cross_attention = s.attention_params()  # queries and keys of key_dim, as the self-attention's
     norm = 2 * s.width if s.norm == "layernorm" else s.width
     per_stack = norm * (self.embedding_norm + (s.norm_position == "pre"))
     per_stack += self.relative_buckets * s.num_heads if self.positions == "relative" else 0
@@ -183,9 +183,9 @@ def source_valid(tokens: jax.Array, lengths: jax.Array | None) -> jax.Array:
 class EncoderDecoderCache:
   """What decoding steps need: the decoder's own keys and values, and its source, encoded and projected once."""
 
-  self_attention: kv_cache.KVCache  # [decoder layers, batch, capacity, kv_heads, head_dim]: quantisable by CacheSpec
-  cross_key: jax.Array  # [decoder layers, batch, source, kv_heads, head_dim]: each layer's projection of the memory
-  cross_value: jax.Array
+  self_attention: kv_cache.KVCache  # [decoder layers, batch, capacity, kv_heads, key_dim | head_dim], per CacheSpec
+  cross_key: jax.Array  # [decoder layers, batch, source, kv_heads, key_dim]: each layer's projection of the memory
+  cross_value: jax.Array  # [decoder layers, batch, source, kv_heads, head_dim]
   encoder_valid: jax.Array  # [batch, source] bool: the source's real tokens
 
   @property
@@ -202,8 +202,8 @@ class EncoderDecoderCache:
 
 @flax.struct.dataclass
 class AlignmentProbe:
-  """Stands where a key/value cache would in MultiHeadAttention (its `attend` seam) to keep a cross-attention's
-  weights softmax(q k^T / sqrt(d)) [batch, heads, q, source] under the source's padding `mask` [batch, 1, 1, source]."""
+  """Stands where a key/value cache would in MultiHeadAttention (its `attend` seam) to keep a cross-attention's weights
+  softmax(q k^T / sqrt(d_k)) [batch, heads, q, source] under the source's padding `mask` [batch, 1, 1, source]."""
 
   mask: jax.Array
   weights: jax.Array | None = None
@@ -235,7 +235,8 @@ class EncoderDecoderBlock(nn.Module):
     residual_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)  # GPT-2 sec. 2.3
     attention = functools.partial(
         attention_lib.MultiHeadAttention, num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.num_kv_heads,
-        implementation=cfg.attention, use_bias=cfg.use_bias, dtype=dtype, output_init=residual_init,
+        key_dim=cfg.key_dim, implementation=cfg.attention, use_bias=cfg.use_bias, dtype=dtype,
+        output_init=residual_init,
     )
     norm = functools.partial(norms.make_norm, cfg.norm, dtype=dtype, epsilon=cfg.norm_epsilon)
     self.attention, self.attention_norm = attention(name="attention"), norm("attention_norm")
@@ -275,7 +276,8 @@ class EncoderDecoderBlock(nn.Module):
     return x, cache, probe
 
   def project_memory(self, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """This layer's cross-attention keys and values of the encoder's output, each [b, s, kv_heads, head_dim]."""
+    """This layer's cross-attention keys [b, s, kv_heads, key_dim] and values [b, s, kv_heads, head_dim] of the
+    encoder's output."""
     return self.cross_attention(None, None, deterministic=True, source=memory)
 
 
@@ -368,7 +370,8 @@ class TransformerStack(nn.Module):
     return self.final(x), layer_cache
 
   def project_memory(self, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every layer's cross-attention keys and values of the memory, stacked: [layers, b, s, kv_heads, head_dim] each."""
+    """Every layer's cross-attention keys and values of the memory, stacked: [layers, b, s, kv_heads, key_dim] and
+    [layers, b, s, kv_heads, head_dim]."""
     keys, values = zip(*(block.project_memory(memory) for block in self.blocks))
     return jnp.stack(keys), jnp.stack(values)
 

@@ -75,13 +75,16 @@ class LanguageModelTask(Task):
     # With model.vocab_size the config alone gives the model; without it the vocabulary is the data's.
     model = model_config(config, data_vocab_size=1) if config.model.get("vocab_size") else cls(config).model_config
     context = config.data.context_length
-    # Each token adds a key and a value per layer and KV head: what GQA and MQA shrink (Ainslie et al. 2023).
-    cache = ((model.num_layers, model.kv_heads, model.head_dim), (None, partitioning.KV_HEADS, partitioning.HEAD_DIM))
+    # Each token adds a key and a value per layer and KV head: what GQA and MQA shrink (Ainslie et al. 2023); the
+    # keys are of the key size (model.key_size), the values of width / num_heads.
+    axes = (None, partitioning.KV_HEADS, partitioning.HEAD_DIM)
+    key = ((model.num_layers, model.kv_heads, model.key_dim), axes)
+    value = ((model.num_layers, model.kv_heads, model.head_dim), axes)
     return ModelDescription(
         init_params=functools.partial(init_sequence_params, decoder_lm.DecoderLM(model), context),
         embeddings=("embed", "positions", "unembed"),  # num_params(include_embeddings=False) leaves these out
         flops_per_unit=model.flops_per_token(context),
-        cache_per_token={"key": cache, "value": cache},
+        cache_per_token={"key": key, "value": value},
         # A sliding window's cache is a rolling buffer of its last W tokens (Jiang et al. 2023, sec. 2).
         cache_tokens=min(context, model.sliding_window or context),
     )

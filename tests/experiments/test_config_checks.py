@@ -148,6 +148,10 @@ CASES = {
     ),
     "kv heads not dividing heads": ({"model.num_heads": 4, "model.num_kv_heads": 3}, "model.num_kv_heads=3"),
     "rope with an odd head dim": ({"model.positions": "rope", "model.width": 36, "model.num_heads": 4}, "even head dim"),
+    "negative key size": ({"model.key_size": -1}, "model.key_size=-1"),
+    "rope with an odd key size": (
+        {"model.positions": "rope", "model.key_size": 7}, "model.key_size=7", "needs an even key size"
+    ),
     "window longer than max_len": ({"model.sliding_window": 32}, "model.sliding_window=32"),
     "window longer than the context": (
         {"model.max_len": 32, "model.sliding_window": 24},

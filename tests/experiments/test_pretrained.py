@@ -1,4 +1,5 @@
 """Runs that start from pretrained weights: `config.init_from` (experiments/pretrained.py) through the one trainer."""
+import dataclasses
 import subprocess
 import sys
 
@@ -73,6 +74,13 @@ def test_a_model_that_is_not_the_checkpoints_is_refused(llama_config, exported):
   task, trainer = train.build(llama_config, train.check_config(llama_config))
   with pytest.raises(ConfigError, match=r"model.num_layers=2, but init_from=.* has num_layers=1"):
     train.initial_state(llama_config, task, trainer)
+
+
+def test_a_key_size_is_checked_as_the_size_it_gives():
+  theirs = decoder_lm.preset("llama", vocab_size=37, num_layers=1, width=32, num_heads=4, mlp_dim=64, max_len=16)
+  pretrained.check_model("hf:x", theirs, dataclasses.replace(theirs, key_size=8))  # 8 = width / heads: the same
+  with pytest.raises(ConfigError, match=r"model.key_size=4, but init_from='hf:x' has key_size=8"):
+    pretrained.check_model("hf:x", theirs, dataclasses.replace(theirs, key_size=4))
 
 
 @pytest.mark.parametrize("spec", ["weights.gguf", "pt:x", "hf:"])

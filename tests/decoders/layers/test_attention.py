@@ -79,6 +79,16 @@ def _output_and_gradients(kernel, q, k, v, mask, bias, d_out):
   return out, vjp(d_out)
 
 
+def _assert_chunked_agrees_with_einsum(q, k, v, mask, bias, d_out):
+  """The chunked kernel's output and its gradients with respect to query, key, value and bias equal the einsum's."""
+  chunked, chunked_grads = _output_and_gradients(_chunked, q, k, v, mask, bias, d_out)
+  einsum, einsum_grads = _output_and_gradients(attention.einsum_attention, q, k, v, mask, bias, d_out)
+  np.testing.assert_allclose(chunked, einsum, **TOLERANCE)
+  for name, got, want in zip(("query", "key", "value", "bias"), chunked_grads, einsum_grads):
+    assert got.shape == want.shape, name
+    np.testing.assert_allclose(got, want, **TOLERANCE, err_msg=name)
+
+
 # Multi-head attention (kv_heads = HEADS) is the grouped case tested against numpy below.
 @pytest.mark.parametrize("kv_heads", [2, 1], ids=["gqa", "mqa"])
 @pytest.mark.parametrize("mask_kind", list(MASKS))
@@ -87,12 +97,7 @@ def test_chunked_and_einsum_kernels_agree_with_their_gradients(mask_kind, kv_hea
   q, k, v = _qkv(11, kv_heads)
   mask, bias = MASKS[mask_kind](), _bias(12)
   d_out = np.random.default_rng(13).normal(size=q.shape).astype(np.float32)
-  chunked, chunked_grads = _output_and_gradients(_chunked, q, k, v, mask, bias, d_out)
-  einsum, einsum_grads = _output_and_gradients(attention.einsum_attention, q, k, v, mask, bias, d_out)
-  np.testing.assert_allclose(chunked, einsum, **TOLERANCE)
-  for name, got, want in zip(("query", "key", "value", "bias"), chunked_grads, einsum_grads):
-    assert got.shape == want.shape, name
-    np.testing.assert_allclose(got, want, **TOLERANCE, err_msg=name)
+  _assert_chunked_agrees_with_einsum(q, k, v, mask, bias, d_out)
 
 
 def test_chunked_kernel_skips_the_key_blocks_a_causal_mask_hides():
@@ -220,3 +225,84 @@ def test_rotary_attention_depends_only_on_relative_positions():
   np.testing.assert_allclose(out, apply(rotary, np.arange(LENGTH) + 3), **TOLERANCE)
   np.testing.assert_allclose(out, apply(rotary, np.tile(np.arange(LENGTH), (BATCH, 1))), **TOLERANCE)
   assert not np.allclose(out, apply(plain, None))
+
+
+# A separate key size (Vaswani et al. 2017, Table 3 (B)): queries and keys of d_k, values of d_v.
+KEY_DEPTH = 3
+
+
+def _qkv_separate_key_size(seed, kv_heads):
+  rng = np.random.default_rng(seed)
+  q = rng.normal(size=(BATCH, LENGTH, HEADS, KEY_DEPTH)).astype(np.float32)
+  k = rng.normal(size=(BATCH, LENGTH, kv_heads, KEY_DEPTH)).astype(np.float32)
+  v = rng.normal(size=(BATCH, LENGTH, kv_heads, DEPTH)).astype(np.float32)
+  return q, k, v
+
+
+@pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
+@pytest.mark.parametrize("kv_heads", [HEADS, 2], ids=["mha", "gqa"])
+def test_kernels_scale_by_the_key_size_and_return_values_of_the_value_size(implementation, kv_heads):
+  q, k, v = _qkv_separate_key_size(15, kv_heads)
+  mask, bias = MASKS["packed"](), _bias(16)
+  out = _kernel(q, k, v, mask, implementation=implementation, bias=bias)
+  assert out.shape == (BATCH, LENGTH, HEADS, DEPTH)
+  k, v = np.repeat(k, HEADS // kv_heads, axis=2), np.repeat(v, HEADS // kv_heads, axis=2)
+  # _reference_mha divides by sqrt(q.shape[-1]): the key size, 3, not the value size, 8.
+  np.testing.assert_allclose(out, _reference_mha(q, k, v, np.asarray(mask), bias), **TOLERANCE)
+
+
+def test_chunked_kernel_gradients_with_a_separate_key_size():
+  q, k, v = _qkv_separate_key_size(17, 2)
+  mask, bias = MASKS["causal"](), _bias(18)
+  d_out = np.random.default_rng(19).normal(size=(BATCH, LENGTH, HEADS, DEPTH)).astype(np.float32)
+  _assert_chunked_agrees_with_einsum(q, k, v, mask, bias, d_out)
+
+
+@pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
+def test_multi_head_attention_with_a_separate_key_size_is_eq_1_with_d_k_apart_from_d_v(implementation):
+  module, x, variables = _init(num_kv_heads=2, key_dim=2, implementation=implementation)
+  shapes = jax.tree_util.tree_map(lambda p: p.shape, nn.unbox(variables))["params"]
+  assert shapes == {
+      "query": {"kernel": (WIDTH, HEADS, 2), "bias": (HEADS, 2)},
+      "key": {"kernel": (WIDTH, 2, 2), "bias": (2, 2)},
+      "value": {"kernel": (WIDTH, 2, 4), "bias": (2, 4)},
+      "out": {"kernel": (HEADS, 4, WIDTH), "bias": (WIDTH,)},
+  }
+  mask = masks.causal_mask(LENGTH)
+  out = jax.jit(lambda v: module.apply(v, x, mask, deterministic=True))(variables)
+  assert out.shape == x.shape
+  p = jax.tree_util.tree_map(np.asarray, nn.unbox(variables))["params"]
+  project = lambda name: np.einsum("bld,dhk->blhk", x, p[name]["kernel"]) + p[name]["bias"]
+  q, k, v = project("query"), np.repeat(project("key"), 2, axis=2), np.repeat(project("value"), 2, axis=2)
+  heads = _reference_mha(q, k, v, np.asarray(mask), 0.0)  # softmax(q k^T / sqrt(2)) v
+  want = np.einsum("blhd,hdw->blw", heads, p["out"]["kernel"]) + p["out"]["bias"]
+  np.testing.assert_allclose(out, want, **TOLERANCE)
+
+
+def test_cross_attention_projects_keys_of_the_key_size_once():
+  module = attention.MultiHeadAttention(num_heads=HEADS, head_dim=4, num_kv_heads=2, key_dim=6)
+  rng = np.random.default_rng(20)
+  x, source = (rng.normal(size=(BATCH, n, WIDTH)).astype(np.float32) for n in (LENGTH, 7))
+  variables = jax.jit(lambda x, s: module.init(jax.random.key(0), x, None, deterministic=True, source=s))(x, source)
+  key, value = module.apply(variables, None, None, deterministic=True, source=source)
+  assert key.shape == (BATCH, 7, 2, 6) and value.shape == (BATCH, 7, 2, 4)
+  out = module.apply(variables, x, None, deterministic=True, source=source)
+  from_pair = module.apply(variables, x, None, deterministic=True, source=(key, value))
+  np.testing.assert_allclose(out, from_pair, **TOLERANCE)
+
+
+def test_rotary_attention_with_a_separate_key_size_depends_only_on_relative_positions():
+  rotary, x, variables = _init(key_dim=6, rope_base=10_000.0)
+  apply = jax.jit(lambda positions: rotary.apply(variables, x, masks.causal_mask(LENGTH), deterministic=True,
+                                                 positions=positions))
+  np.testing.assert_allclose(apply(None), apply(np.arange(LENGTH) + 3), **TOLERANCE)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(key_dim=-1), "key_dim=-1 must be >= 0"),
+    (dict(key_dim=3, rope_base=10_000.0), "key size 3 must be even"),
+])
+def test_a_bad_key_size_is_one_config_error_line(fields, message):
+  with pytest.raises(ConfigError, match=message) as raised:
+    _init(**fields)
+  assert "\n" not in str(raised.value)

@@ -1,5 +1,7 @@
 """Key/value cache variants against independent references: the model's full forward pass (under an explicit
 mask of what an evicting cache keeps), a numpy H2O, the arrays' own bytes, and the decoding step's jaxpr."""
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.extend
@@ -90,10 +92,15 @@ def test_a_window_ring_buffer_equals_the_sliding_window_model_at_every_step(scan
   assert max(errors) < QUANTISED[quantization]
 
 
-def test_a_sinks_cache_equals_the_model_under_a_mask_of_sinks_and_a_recent_window():
-  sinks, window = 2, 4  # Xiao et al. 2023: query i sees keys j <= i with j < sinks or i - j < window
+def _sinks_mask(sinks: int, window: int) -> jax.Array:
+  """Xiao et al. 2023: query i sees keys j <= i with j < sinks or i - j < window."""
   i, j = np.arange(LENGTH)[:, None], np.arange(LENGTH)[None]
-  mask = jnp.asarray((j <= i) & ((j < sinks) | (i - j < window)))[None, None]
+  return jnp.asarray((j <= i) & ((j < sinks) | (i - j < window)))[None, None]
+
+
+def test_a_sinks_cache_equals_the_model_under_a_mask_of_sinks_and_a_recent_window():
+  sinks, window = 2, 4
+  mask = _sinks_mask(sinks, window)
   model, params = tiny("gqa", scale=8.0)
   errors = decoding_errors(model, params, CacheSpec(eviction="sinks", sinks=sinks), sinks + window, mask)
   assert max(errors) < EXACT
@@ -102,6 +109,25 @@ def test_a_sinks_cache_equals_the_model_under_a_mask_of_sinks_and_a_recent_windo
 def test_an_h2o_cache_that_never_evicts_equals_the_full_forward_pass():
   model, params = tiny("gqa", scale=8.0, scan_layers=True)
   assert max(decoding_errors(model, params, CacheSpec(eviction="h2o", recent=3), 32)) < EXACT
+
+
+# Queries and keys of 4 per head, values of 8 (Vaswani et al. 2017, Table 3 (B)): every cache keeps each at its size.
+@pytest.mark.parametrize("spec, capacity, window, tolerance", [
+    (CacheSpec(), 32, 0, EXACT),
+    (CacheSpec("int8"), 32, 0, QUANTISED["int8"]),
+    (CacheSpec("int4"), 32, 0, QUANTISED["int4"]),
+    (CacheSpec(eviction="window"), 5, 5, EXACT),
+    (CacheSpec(eviction="sinks", sinks=2), 6, 0, EXACT),
+    (CacheSpec("int8", eviction="h2o", recent=3), 32, 0, QUANTISED["int8"]),
+], ids=["none", "int8", "int4", "window", "sinks", "h2o"])
+def test_every_cache_decodes_a_model_with_a_separate_key_size_as_its_full_pass(spec, capacity, window, tolerance):
+  model, params = tiny("gqa", scale=8.0 if spec.eviction == "sinks" else 2.0, key_size=4, sliding_window=window)
+  assert model.config.key_dim == 4 and model.config.head_dim == 8
+  cache = decoder_lm.init_cache(model.config, 2, capacity, spec)
+  assert cache.key.shape[-1] == (2 if spec.quantization == "int4" else 4)
+  assert cache.value.shape[-1] == (4 if spec.quantization == "int4" else 8)
+  mask = _sinks_mask(2, 4) if spec.eviction == "sinks" else None
+  assert max(decoding_errors(model, params, spec, capacity, mask)) < tolerance
 
 
 def h2o_reference(query, key, value, lengths, budget: int, recent: int):
@@ -200,6 +226,21 @@ def test_nbytes_counts_every_array_the_cache_allocates(spec, bytes_per_slot):
   jax.jit(lambda cache: cache, donate_argnums=0)(cache)  # every array its own buffer: a fresh cache can be donated
 
 
+@pytest.mark.parametrize(
+    "spec, bytes_per_slot",
+    [  # per layer, row, slot and KV head: a key of 2 and a value of 8, their scales
+        (CacheSpec(), (2 + 8) * 4),
+        (CacheSpec("int8"), (2 + 4) + (8 + 4)),
+        (CacheSpec("int4"), (1 + 4) + (4 + 4)),
+    ],
+)
+def test_nbytes_counts_keys_at_their_own_size(spec, bytes_per_slot):
+  layers, batch, capacity, kv_heads = 2, 3, 5, 2
+  cache = kv_cache.KVCache.zeros(layers, batch, capacity, kv_heads, 8, spec=spec, key_dim=2)
+  assert cache.nbytes() == layers * batch * capacity * kv_heads * bytes_per_slot + 4 * batch  # + lengths (int32)
+  assert cache.nbytes() == sum(x.nbytes for x in jax.tree.leaves(cache))
+
+
 def test_select_rows_takes_every_field_of_the_rows():
   cache = kv_cache.KVCache.zeros(2, 3, 4, 2, 8, spec=CacheSpec("int4", eviction="h2o", recent=1))
   leaves, treedef = jax.tree.flatten(cache)
@@ -262,6 +303,9 @@ def test_bad_caches_fail_in_one_line_before_compiling():
       (lambda: decoder_lm.init_cache(model.config, 1, 4, CacheSpec(eviction="sinks", sinks=4)), "exceed sinks"),
       (lambda: decoder_lm.init_cache(model.config, 1, 4, CacheSpec(eviction="h2o", recent=4)), "exceed recent"),
       (lambda: decoder_lm.init_cache(tiny("mha", width=36)[0].config, 1, 4, CacheSpec("int4")), "head_dim=9"),
+      (lambda: decoder_lm.init_cache(dataclasses.replace(model.config, key_size=3), 1, 4, CacheSpec("int4")),
+       "key size key_dim=3 must be even"),
+      (lambda: kv_cache.KVCache.zeros(1, 1, 4, 2, 8, key_dim=-1), "key_dim=-1"),
       (lambda: model.apply(  # a prompt longer than a cache that does not evict
           {"params": params}, jnp.zeros((1, 6), jnp.int32), decoder_lm.init_cache(model.config, 1, 5),
           method=model.tokens_to_logits,

@@ -116,6 +116,9 @@ VARIANTS = {
     "mistral-like": dict(num_heads=4, num_kv_heads=2, positions="rope", sliding_window=3, norm="rmsnorm", activation="swiglu"),
     "post-norm sinusoidal": dict(norm_position="post", positions="sinusoidal", activation="relu"),
     "geglu": dict(activation="geglu", norm="rmsnorm", use_bias=False),
+    # Queries and keys of their own size (Vaswani et al. 2017, Table 3 (B)): smaller and larger than width / heads.
+    "key size 2": dict(key_size=2),
+    "key size 6 gqa": dict(num_heads=4, num_kv_heads=2, key_size=6, positions="rope"),
 }
 
 
@@ -171,6 +174,8 @@ def test_absolute_positions_enter_at_the_scale_of_the_tokens(positions):
         (dict(num_heads=4, num_kv_heads=3), "model.num_heads=4 is not divisible by model.num_kv_heads=3"),
         (dict(num_kv_heads=-1), "model.num_kv_heads=-1 must be >= 0"),
         (dict(num_heads=2, width=18, positions="rope"), "needs an even head dim; width/num_heads=9"),
+        (dict(key_size=-1), "model.key_size=-1 must be >= 0"),
+        (dict(key_size=3, positions="rope"), "needs an even key size; model.key_size=3"),
         (dict(sliding_window=9), "model.sliding_window=9 must be in [0, model.max_len=8]"),
         (dict(width=15, num_heads=1, positions="sinusoidal"), "needs an even width; model.width=15"),
         (dict(norm_position="sandwich"), "model.norm_position='sandwich'"),
@@ -179,7 +184,25 @@ def test_absolute_positions_enter_at_the_scale_of_the_tokens(positions):
 def test_impossible_combinations_are_named(overrides, message):
   with pytest.raises(decoders.ConfigError) as raised:
     dataclasses.replace(CONFIG, **overrides)
-  assert message in str(raised.value)
+  assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_key_size_sizes_queries_keys_and_the_cache_and_only_them():
+  config = dataclasses.replace(CONFIG, num_heads=4, num_kv_heads=2, key_size=6)  # width / heads = 4
+  assert (config.key_dim, config.head_dim) == (6, 4) and dataclasses.replace(CONFIG, key_size=0).key_dim == 8
+  attention = jax.eval_shape(lambda: _init(config))["block_0"]["attention"]
+  shapes = {name: attention[name]["kernel"].shape for name in ("query", "key", "value", "out")}
+  assert shapes == {"query": (16, 4, 6), "key": (16, 2, 6), "value": (16, 2, 4), "out": (4, 4, 16)}
+  # Per token: a key of 6 and a value of 4 per layer and KV head.
+  assert config.kv_cache_bytes_per_token(2) == 2 * 2 * (6 + 4) * 2
+  cache = decoder_lm.init_cache(config, 1, 5)
+  assert cache.key.shape == (2, 1, 5, 2, 6) and cache.value.shape == (2, 1, 5, 2, 4)
+  assert cache.nbytes() == 5 * config.kv_cache_bytes_per_token(4) + 4  # float32, and the row's length
+  # Training FLOPs: 6N for the weights, and 3 L T per query/key and per value dim of every head (q k^T, then v).
+  context = 32
+  expected = 6 * (config.num_params() + config.padded_vocab_size * 16) + 3 * 2 * context * 4 * (6 + 4)
+  assert config.flops_per_token(context) == expected
+  assert CONFIG.flops_per_token(context) == 6 * (CONFIG.num_params() + CONFIG.padded_vocab_size * 16) + 6 * 2 * context * 16
 
 
 def operand_dtypes(jaxpr) -> dict[str, set[tuple[str, ...]]]:

@@ -25,6 +25,8 @@ VARIANTS = {
     "t5": ("t5-small", RELATIVE),
     "t5 v1.1, grouped-query": ("t5-v1_1-base", dict(RELATIVE, num_kv_heads=2)),
     "bart, padded vocabulary": ("bart-base", dict(vocab_multiple=8)),
+    # Queries and keys of 4 per head, values of width / heads = 8 (Vaswani et al. 2017, Table 3 (B)).
+    "transformer, key size 4": ("transformer-small", dict(key_size=4)),
 }
 SOURCE_LENGTHS = np.array([7, 10], np.int32)  # rows of different lengths, right-padded with garbage
 
@@ -87,6 +89,17 @@ def test_an_int8_decoder_cache_stays_close_to_the_float_one():
   assert cache.self_attention.key.dtype == jnp.int8
   logits, _ = method(model, "tokens_to_logits")(params, target, cache)
   assert_close(logits, full, tolerance=0.05)
+
+
+def test_a_key_size_sizes_the_cross_attention_keys_and_the_decoder_cache():
+  model, params = tiny("transformer, key size 4")
+  source, target = tokens((2, 10), 4), tokens((2, 20), 5)
+  full = method(model, "__call__")(params, source, target, encoder_lengths=SOURCE_LENGTHS)
+  cache = method(model, "decoding_cache", 2, 32, CacheSpec(quantization="int4"))(params, source, SOURCE_LENGTHS)
+  assert cache.cross_key.shape == (2, 2, 10, 4, 4) and cache.cross_value.shape == (2, 2, 10, 4, 8)
+  assert cache.self_attention.key.shape[-1] == 2 and cache.self_attention.value.shape[-1] == 4  # two per byte
+  logits, _ = method(model, "tokens_to_logits")(params, target, cache)
+  assert_close(logits, full, tolerance=0.25)  # int4 (tests/decoders/layers/test_kv_cache.py: QUANTISED)
 
 
 @pytest.mark.parametrize("variant", ["transformer", "t5", "bart, padded vocabulary"])  # each kind of positions
@@ -233,6 +246,7 @@ def test_num_params_of_each_variant(variant):
     (dict(remat="full"), "remat='full' is not supported"),
     (dict(weights="int8"), "weights='int8' is not supported"),
     (dict(width=30), "width=30 is not divisible by model.num_heads=4"),
+    (dict(key_size=-2), "model.key_size=-2 must be >= 0"),
     (dict(num_layers=3), "model.num_layers is not a field"),
 ])
 def test_a_bad_configuration_is_named(override, pattern):
