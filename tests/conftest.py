@@ -10,13 +10,16 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {F
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # JAX's persistent compilation cache (keyed by the program, the compiler's flags and versions, so a changed model
 # misses it): the suite compiles the same tiny steps in many tests, in both xdist workers and in run.py subprocesses
-# (which inherit this environment). Within one run it saves about a tenth; a second `make test` with the cache warm
-# spends about half the time. Every program is cached, however quick to compile; the folder is capped (LRU).
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache",
-                                                                "jax-tests"))
+# (which inherit this environment). A second `make test` with the cache warm spends about half the time. Every
+# program is cached, however quick to compile. JAX's own size cap is off (-1): with a cap, every write lists and
+# reads the whole folder under one lock that every process shares, quadratic in the ~7,500 programs of a run (the
+# full suite took 28 min on a fresh clone that way). pytest_configure below bounds the folder instead, once a run.
+CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "jax-tests")
+CACHE_MAX_BYTES = 1 << 30
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE_DIR)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
 
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
@@ -26,6 +29,27 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+  if not hasattr(config, "workerinput"):  # once a run: in the xdist controller, or the one process without xdist
+    prune_cache(CACHE_DIR, CACHE_MAX_BYTES)
+
+
+def prune_cache(directory: str, max_bytes: int) -> None:
+  """If `directory` holds more than `max_bytes`, its oldest files are removed until it holds half that (the newest
+  are the programs the current code compiles)."""
+  if not os.path.isdir(directory):
+    return
+  entries = sorted(os.scandir(directory), key=lambda entry: entry.stat().st_mtime)
+  total = sum(entry.stat().st_size for entry in entries)
+  if total <= max_bytes:
+    return
+  for entry in entries:
+    if total <= max_bytes // 2:
+      break
+    total -= entry.stat().st_size
+    os.remove(entry.path)
 
 
 def subprocess_env(devices: int = 1) -> dict[str, str]:
