@@ -1,7 +1,7 @@
 """Generation: the compiled decoding loops, decoding strategies and logits filters.
 
-    from decoders.decoding import Beam, Contrastive, Greedy, Sample, Temperature, generate, top_k
-    out = generate(model, params, [[1, 2, 3]], strategy=Temperature(0.0), max_new_tokens=16)
+    from decoders.decoding import Beam, Contrastive, Greedy, Sample, generate, top_k
+    out = generate(model, params, [[1, 2, 3]], strategy=Greedy(), max_new_tokens=16)
     out = generate(model, params, prompts, strategy=Sample(top_p=0.9, repetition_penalty=1.2), max_new_tokens=16)
     out = generate(model, params, prompts, strategy=Greedy(no_repeat_ngram=3), max_new_tokens=16)
     out = generate(model, params, prompts, strategy=Beam(4, num_returned=2), max_new_tokens=16, eos_id=2)
@@ -29,7 +29,7 @@ from decoders.decoding.filters import (
 from decoders.decoding.drafts import PromptLookup, early_exit_draft
 from decoders.decoding.generation import Generation, generate
 from decoders.decoding.speculative import SpeculativeGeneration, speculative_generate
-from decoders.decoding.strategies import Greedy, History, Sample, Temperature
+from decoders.decoding.strategies import Greedy, History, Sample
 
 __all__ = [
     "FILTERS",
@@ -41,7 +41,6 @@ __all__ = [
     "PromptLookup",
     "Sample",
     "SpeculativeGeneration",
-    "Temperature",
     "apply_filters",
     "early_exit_draft",
     "generate",

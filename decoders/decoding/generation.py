@@ -1,6 +1,6 @@
 """The generation driver: prefill every prompt in one call, then one `lax.while_loop` step per token.
 
-    out = generate(model, params, [[5, 9, 2], [7]], strategy=Temperature(0.0), max_new_tokens=32, eos_id=2)
+    out = generate(model, params, [[5, 9, 2], [7]], strategy=Greedy(), max_new_tokens=32, eos_id=2)
     out.tokens[b, :out.num_generated[b]]       # row b's new tokens; out.log_probs likewise
     out = generate(model, params, prompts, strategy=Beam(4, num_returned=2), max_new_tokens=32)
     out.nbest()                                # per row: [(tokens, score), ...], best first

@@ -14,7 +14,7 @@ Leviathan et al. 2023 ("Fast Inference from Transformers via Speculative Decodin
 
 Every emitted token is distributed exactly as the target alone would sample it (Leviathan et al. 2023, appendix
 A.1; Chen et al. 2023, Theorem 1), for the distribution the strategy samples from: softmax of the filtered logits
-(`distribution`). Greedy decoding (`Greedy()` or `Temperature(0)`) accepts x_i while it equals argmax p_i, then
+(`distribution`). Greedy decoding (`Greedy()`) accepts x_i while it equals argmax p_i, then
 emits argmax p_{n+1}: the target's own greedy output, token for token.
 
 Rows accept different numbers of tokens. Each keeps its tokens in one buffer with its own length; both caches are
@@ -58,13 +58,14 @@ class SpeculativeGeneration:
 
 
 def _is_greedy(strategy) -> bool:
-  return isinstance(strategy, strategies.Greedy) or strategy == strategies.Temperature(0.0)
+  """Greedy drafts and verifies by argmax equality: its distribution is one-hot, with no temperature to divide by."""
+  return isinstance(strategy, strategies.Greedy)
 
 
 def _check_strategy(strategy) -> None:
   """Speculation needs the distribution the strategy samples from given the logits alone (no history)."""
-  if not isinstance(strategy, (strategies.Temperature, strategies.Greedy, strategies.Sample)):
-    raise ConfigError(f"speculative decoding needs a Temperature, Greedy or Sample strategy, not {strategy!r}")
+  if not isinstance(strategy, (strategies.Greedy, strategies.Sample)):
+    raise ConfigError(f"speculative decoding needs a Greedy or Sample strategy, not {strategy!r}")
   for setting in ("repetition_penalty", "no_repeat_ngram"):
     if getattr(strategy, setting, None) is not None:
       raise ConfigError(f"speculative decoding does not support {setting}: its target distribution needs the history")
@@ -72,8 +73,6 @@ def _check_strategy(strategy) -> None:
 
 def distribution(strategy, logits: jax.Array) -> jax.Array:
   """The probabilities [..., vocab] `strategy` samples from: softmax of its filtered logits."""
-  if isinstance(strategy, strategies.Temperature):
-    return jax.nn.softmax(filters.temperature(logits, strategy.temperature), axis=-1)
   settings = {name: getattr(strategy, name) for name in filters.FILTERS}
   return jax.nn.softmax(filters.apply_filters(logits, **settings), axis=-1)
 

@@ -10,7 +10,7 @@ gets the same weights through our exporter (decoders.interop.save_hf_checkpoint)
 runs `generate(do_sample=False)` in PyTorch on the same 2 threads. Each batch size is
 timed on the same random prompts, ours and theirs in alternation (a neighbour's burst
 on a shared machine then slows both), each call generating exactly the new tokens:
-  ours:  decoders.decoding.generate with Temperature(0.0): one compiled call (prefill + while_loop);
+  ours:  decoders.decoding.generate with Greedy(): one compiled call (prefill + while_loop);
          its first call compiles, reported apart, and is not timed
   HF:    model.generate(do_sample=False, max_new_tokens=N, min_new_tokens=N)
 tokens/s = batch x new tokens / the median seconds of a whole call (the prefill included,
@@ -76,7 +76,7 @@ def ours_greedy(model, params, prompts: np.ndarray, new_tokens: int):
   """A call returning our greedy tokens [batch, new_tokens]."""
   from decoders.decoding import generation, strategies
 
-  greedy = strategies.Temperature(0.0)
+  greedy = strategies.Greedy()
   return lambda: generation.generate(model, params, prompts, strategy=greedy, max_new_tokens=new_tokens).tokens
 
 

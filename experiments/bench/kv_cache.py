@@ -46,7 +46,7 @@ def run() -> list[str]:
   model = decoder_lm.DecoderLM(config)
   params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
   prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, PROMPT_TOKENS)).astype(np.int32)
-  greedy = strategies.Temperature(0.0)
+  greedy = strategies.Greedy()
 
   def cached():
     return generation.generate(model, params, prompt.tolist(), strategy=greedy, max_new_tokens=new_tokens)

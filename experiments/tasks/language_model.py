@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from decoders import losses
-from decoders.decoding import sampling, strategies
 from decoders.errors import ConfigError
 from decoders.layers import partitioning
 from decoders.models import decoder_lm
@@ -240,15 +239,6 @@ def vocab_size(config, data_vocab_size: int) -> int:
 def init_sequence_params(model, context_length: int, rng: jax.Array):
   """A sequence model's parameters, initialised on a batch of one all-zero row."""
   return model.init(rng, jnp.zeros((1, context_length), jnp.int32))["params"]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 6, 7))
-def _generate(model, params, prompt, num_tokens, temperature, rng, window, num_ids):
-  def next_token_logits(context, length):
-    logits = model.apply({"params": params}, context, length, method=decoder_lm.DecoderLM.next_token_logits)
-    return logits[..., :num_ids]  # a model.vocab_size beyond the data's has rows no character decodes to
-
-  return sampling.generate(next_token_logits, prompt, num_tokens, strategies.Temperature(temperature), rng, window)
 
 
 def check_stack_divisible(model: decoder_lm.DecoderLMConfig, mesh_shape, vocab_given: bool = False) -> None:

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from decoders import interop
-from decoders.decoding import Beam, Temperature, generate
+from decoders.decoding import Beam, Greedy, generate
 from decoders.errors import ConfigError
 from tests.decoders.decoding.test_generation import VOCAB, tiny
 
@@ -77,11 +77,11 @@ def log_likelihoods(model, params, prompt: list[int], continuation: list[int]) -
 
 def test_width_1_is_greedy_with_and_without_eos():
   model, params = tiny("llama")
-  greedy = generate(model, params, PROMPTS, strategy=Temperature(0.0), max_new_tokens=NEW_TOKENS)
+  greedy = generate(model, params, PROMPTS, strategy=Greedy(), max_new_tokens=NEW_TOKENS)
   beam = generate(model, params, PROMPTS, strategy=Beam(1), max_new_tokens=NEW_TOKENS)
   assert beam.rows() == greedy.rows()
   eos = greedy.rows()[0][2]
-  greedy = generate(model, params, PROMPTS, strategy=Temperature(0.0), max_new_tokens=NEW_TOKENS, eos_id=eos)
+  greedy = generate(model, params, PROMPTS, strategy=Greedy(), max_new_tokens=NEW_TOKENS, eos_id=eos)
   beam = generate(model, params, PROMPTS, strategy=Beam(1, length_penalty=0.0), max_new_tokens=NEW_TOKENS, eos_id=eos)
   assert beam.rows() == greedy.rows() and min(map(len, beam.rows())) == 3
   np.testing.assert_array_equal(beam.tokens, greedy.tokens)  # after its end each row emits the EOS
@@ -92,7 +92,7 @@ def test_beam_finds_a_likelihood_at_least_greedys_and_reports_it_as_the_model_do
   model, params = tiny("gpt2")
   params = jax.tree.map(lambda x: x / 4, params)  # flatter, so that beams and greedy part ways
   prompts = np.random.default_rng(0).integers(0, VOCAB, (6, 4)).tolist()
-  greedy = generate(model, params, prompts, strategy=Temperature(0.0), max_new_tokens=NEW_TOKENS)
+  greedy = generate(model, params, prompts, strategy=Greedy(), max_new_tokens=NEW_TOKENS)
   strategy = Beam(4, length_penalty=0.0, num_returned=4)
   beam = generate(model, params, prompts, strategy=strategy, max_new_tokens=NEW_TOKENS)
   for row, prompt in enumerate(prompts):
@@ -108,7 +108,7 @@ def test_beam_finds_a_likelihood_at_least_greedys_and_reports_it_as_the_model_do
 ])
 def test_scores_are_the_likelihood_over_the_length_penalty_best_first(normalization, lp):
   model, params = tiny("llama")
-  eos = generate(model, params, PROMPTS, strategy=Temperature(0.0), max_new_tokens=NEW_TOKENS).rows()[0][1]
+  eos = generate(model, params, PROMPTS, strategy=Greedy(), max_new_tokens=NEW_TOKENS).rows()[0][1]
   strategy = Beam(4, length_penalty=0.7, length_normalization=normalization, num_returned=4)
   out = generate(model, params, PROMPTS, strategy=strategy, max_new_tokens=NEW_TOKENS, eos_id=eos)
   for row, prompt in enumerate(PROMPTS):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from decoders.decoding import Contrastive, Temperature, generate
+from decoders.decoding import Contrastive, Greedy, generate
 from decoders.errors import ConfigError
 from tests.decoders.decoding.test_generation import VOCAB, tiny
 
@@ -49,7 +49,7 @@ def test_contrastive_search_equals_the_reference(k, alpha, steps):
   model, params = tiny("gpt2")
   params = jax.tree.map(lambda x: x / 4, params)  # flatter, so the degeneration penalty changes choices
   out = generate(model, params, PROMPTS, strategy=Contrastive(k, alpha), max_new_tokens=steps)
-  greedy = generate(model, params, PROMPTS, strategy=Temperature(0.0), max_new_tokens=steps)
+  greedy = generate(model, params, PROMPTS, strategy=Greedy(), max_new_tokens=steps)
   for row, prompt in enumerate(PROMPTS):
     tokens, log_probs = reference_contrastive(model, params, prompt, steps, min(k, VOCAB), alpha)
     assert out.rows()[row] == tokens
@@ -59,9 +59,9 @@ def test_contrastive_search_equals_the_reference(k, alpha, steps):
 
 def test_alpha_0_is_greedy_and_an_ended_row_keeps_its_eos():
   model, params = tiny("llama")
-  free = generate(model, params, PROMPTS, strategy=Temperature(0.0), max_new_tokens=10).rows()
+  free = generate(model, params, PROMPTS, strategy=Greedy(), max_new_tokens=10).rows()
   eos = free[1][1]
-  greedy = generate(model, params, PROMPTS, strategy=Temperature(0.0), max_new_tokens=10, eos_id=eos)
+  greedy = generate(model, params, PROMPTS, strategy=Greedy(), max_new_tokens=10, eos_id=eos)
   out = generate(model, params, PROMPTS, strategy=Contrastive(5, 0.0), max_new_tokens=10, eos_id=eos)
   assert out.rows() == greedy.rows()
   np.testing.assert_array_equal(out.tokens, greedy.tokens)  # the EOS after a row's end

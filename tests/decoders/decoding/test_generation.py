@@ -70,7 +70,7 @@ def full_forward_greedy(model, params, prompt: list[int], steps: int) -> list[in
 def test_batched_greedy_generation_equals_each_row_alone_without_a_cache(preset):
   model, params = tiny(preset)
   prompts = [[5, 9, 2, 11], [7], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
-  out = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=12)
+  out = generate(model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=12)
   for row, prompt in enumerate(prompts):
     assert out.rows()[row] == full_forward_greedy(model, params, prompt, 12)
   np.testing.assert_array_equal(out.num_generated, [12, 12, 12])
@@ -83,9 +83,9 @@ def test_batched_greedy_generation_equals_each_row_alone_without_a_cache(preset)
 def test_each_row_stops_at_its_eos_and_the_loop_at_the_last():
   model, params = tiny("llama")
   prompts = [[5, 9, 2, 11], [7]]
-  free = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=10).rows()
+  free = generate(model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=10).rows()
   eos = free[0][2]  # the first row ends by its third token at the latest
-  out = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=10, eos_id=eos)
+  out = generate(model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=10, eos_id=eos)
   for row in range(2):
     end = free[row].index(eos) + 1 if eos in free[row] else 10
     assert out.rows()[row] == free[row][:end]
@@ -95,7 +95,7 @@ def test_each_row_stops_at_its_eos_and_the_loop_at_the_last():
 
 def test_a_second_call_with_the_same_shapes_does_not_compile_again():
   model, params = tiny("gpt2")
-  strategy = strategies.Temperature(0.7)
+  strategy = strategies.Sample(temperature=0.7)
   generate(model, params, [[1, 2], [3, 4]], strategy=strategy, max_new_tokens=5, rng=jax.random.key(1))
   compiled = generation_lib._generate._cache_size()
   generate(model, params, [[5, 6], [7, 8]], strategy=strategy, max_new_tokens=5, rng=jax.random.key(2))
@@ -123,7 +123,7 @@ def test_padded_prompts_with_their_lengths_generate_what_the_lists_do():
 def test_bad_input_is_named_before_compiling(prompts, max_new, match):
   model, params = tiny("gpt2")
   with pytest.raises(ConfigError, match=match):
-    generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=max_new)
+    generate(model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=max_new)
 
 
 @pytest.mark.parametrize("sources, match", [
@@ -148,7 +148,7 @@ def test_sources_are_checked_and_a_decoder_only_model_refuses_them(sources, matc
 def test_sampling_with_top_k_1_is_greedy_and_top_p_keeps_to_the_nucleus():
   model, params = tiny("llama")
   prompts = [[5, 9, 2, 11], [7]]
-  greedy = generate(model, params, prompts, strategy=strategies.Temperature(0.0), max_new_tokens=6)
+  greedy = generate(model, params, prompts, strategy=strategies.Greedy(), max_new_tokens=6)
   top1 = generate(model, params, prompts, strategy=strategies.Sample(top_k=1), max_new_tokens=6, rng=jax.random.key(3))
   assert top1.rows() == greedy.rows()
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))

@@ -19,9 +19,9 @@ def ramp_logits(window, length):
   return jax.nn.one_hot((last + 1) % VOCAB, VOCAB) * 1e4  # so large that even sampling is greedy
 
 
-@functools.partial(jax.jit, static_argnames=("num_new", "window", "temperature"))
-def generate_ramp(prompt, num_new, window, temperature=0.0, seed=0):
-  return sampling.generate(ramp_logits, prompt, num_new, strategies.Temperature(temperature), jax.random.key(seed), window)
+@functools.partial(jax.jit, static_argnames=("num_new", "window", "strategy"))
+def generate_ramp(prompt, num_new, window, strategy=strategies.Greedy(), seed=0):
+  return sampling.generate(ramp_logits, prompt, num_new, strategy, jax.random.key(seed), window)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_greedy_continues_the_ramp_and_keeps_the_prompt(prompt_len, num_new, win
 
 def test_sampling_at_a_temperature_follows_a_one_hot_model_too():
   prompt = np.array([[5]], np.int32)
-  out = np.asarray(generate_ramp(prompt, 6, 3, temperature=1.0, seed=3))
+  out = np.asarray(generate_ramp(prompt, 6, 3, strategy=strategies.Sample(temperature=1.0), seed=3))
   np.testing.assert_array_equal(out, [[5, 6, 0, 1, 2, 3, 4]])
 
 
@@ -52,17 +52,24 @@ def test_sliding_window_shows_the_model_the_last_window_tokens():
     return ramp_logits(window_tokens, length)
 
   prompt = np.array([[0, 1]], np.int32)
-  out = np.asarray(sampling.generate(recording_logits, prompt, 4, strategies.Temperature(0.0), jax.random.key(0), 3))
+  out = np.asarray(sampling.generate(recording_logits, prompt, 4, strategies.Greedy(), jax.random.key(0), 3))
   np.testing.assert_array_equal(out, [[0, 1, 2, 3, 4, 5]])
   contexts = [w[0, :n].tolist() for w, n in seen]
   assert contexts == [[0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
 
 
-def test_temperature_zero_is_argmax():
+def test_greedy_is_argmax_without_a_history():
+  """The window loop passes no history: Greedy must not need one unless a history filter is set."""
   logits = np.random.default_rng(0).normal(size=(4, 11)).astype(np.float32)
-  tokens = strategies.Temperature(0.0)(logits, jax.random.key(0))
+  tokens = strategies.Greedy()(logits, jax.random.key(0))
   np.testing.assert_array_equal(tokens, logits.argmax(-1))
   assert tokens.dtype == jnp.int32
+
+
+def test_a_history_filter_in_the_window_loop_is_named():
+  """The window loop keeps no History, so a repetition penalty there fails at trace time with a way out."""
+  with pytest.raises(decoders.ConfigError, match="need the tokens so far: use decoding.generate"):
+    generate_ramp(np.zeros((1, 2), np.int32), 1, 4, strategy=strategies.Greedy(repetition_penalty=1.2))
 
 
 def test_prompt_longer_than_the_window_is_rejected():
@@ -70,9 +77,11 @@ def test_prompt_longer_than_the_window_is_rejected():
     generate_ramp(np.zeros((1, 3), np.int32), 1, 2)
 
 
-def test_negative_temperature_is_rejected():
-  with pytest.raises(decoders.ConfigError, match="temperature=-1"):
-    strategies.Temperature(-1.0)
+@pytest.mark.parametrize("t", [-1.0, 0.0])
+def test_sample_rejects_a_temperature_of_0_or_below(t):
+  """Greedy decoding is `Greedy`: a zero or negative temperature is a mistake, named when the strategy is made."""
+  with pytest.raises(decoders.ConfigError, match=f"temperature: t={t} must be > 0"):
+    strategies.Sample(temperature=t)
 
 
 def test_greedy_generation_with_a_real_lm_equals_a_loop_of_full_forward_passes():
@@ -85,7 +94,7 @@ def test_greedy_generation_with_a_real_lm_equals_a_loop_of_full_forward_passes()
     return model.apply({"params": params}, window, length, method=decoder_lm.DecoderLM.next_token_logits)
 
   generated = jax.jit(
-      lambda p: sampling.generate(next_token_logits, p, 5, strategies.Temperature(0.0), jax.random.key(0), 4)
+      lambda p: sampling.generate(next_token_logits, p, 5, strategies.Greedy(), jax.random.key(0), 4)
   )(prompt)
 
   forward = jax.jit(lambda tokens: model.apply({"params": params}, tokens))

@@ -44,7 +44,7 @@ DRAFTS = {
 
 @functools.cache
 def greedy_reference(eos_id):
-  return generate(*TARGET, PROMPTS, strategy=strategies.Temperature(0.0), max_new_tokens=MAX_NEW, eos_id=eos_id)
+  return generate(*TARGET, PROMPTS, strategy=strategies.Greedy(), max_new_tokens=MAX_NEW, eos_id=eos_id)
 
 
 @pytest.mark.parametrize("gamma", [1, 3, 5])
@@ -154,9 +154,9 @@ def chi_square_p_value(observed: np.ndarray, probabilities: np.ndarray) -> float
 @pytest.mark.parametrize(
     "source, strategy, gamma",
     [
-        ("model", strategies.Temperature(1.0), 2),
+        ("model", strategies.Sample(temperature=1.0), 2),
         ("model", strategies.Sample(temperature=1.0, top_k=5), 1),
-        ("prompt_lookup", strategies.Temperature(1.0), 2),
+        ("prompt_lookup", strategies.Sample(temperature=1.0), 2),
     ],
 )
 def test_sampling_preserves_the_targets_distribution_of_the_first_two_tokens(source, strategy, gamma):
@@ -177,7 +177,7 @@ def test_sampling_preserves_the_targets_distribution_of_the_first_two_tokens(sou
 def test_a_second_call_with_the_same_shapes_does_not_compile_again():
   draft, draft_params = SMALL_DRAFT
   call = functools.partial(speculative_generate, *SMALL_TARGET, draft, draft_params, gamma=2, max_new_tokens=2,
-                           strategy=strategies.Temperature(1.0))  # as the statistical test: compiled by then
+                           strategy=strategies.Sample(temperature=1.0))  # as the statistical test: compiled by then
   call([PROMPT] * SAMPLES, rng=jax.random.key(1))
   compiled = speculative_lib._speculate._cache_size()
   other_prompts = [[(token + row) % SMALL_VOCAB for token in PROMPT] for row in range(SAMPLES)]

@@ -85,7 +85,7 @@ def test_greedy_continuation_matches_the_reference(reference):
     return model.apply({"params": params}, window, length, method=decoder_lm.DecoderLM.next_token_logits)
 
   ours = sampling.generate(
-      next_token_logits, jnp.asarray(prompt), NEW_TOKENS, strategies.Temperature(0.0), jax.random.key(0),
+      next_token_logits, jnp.asarray(prompt), NEW_TOKENS, strategies.Greedy(), jax.random.key(0),
       window=model.config.max_len,
   )
   assert min(margins) > 1e-3, f"{model_type}: a top-1/top-2 margin of {min(margins):.1e} is too close to call"

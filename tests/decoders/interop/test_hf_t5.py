@@ -139,7 +139,7 @@ def assert_greedy_matches(reference_model, model, params, start: int = PAD, pad:
     top2 = np.sort(step_logits[row, : len(tokens)], axis=-1)[:, -2:]
     margins = (top2[:, 1] - top2[:, 0]) / np.max(np.abs(step_logits[row, : len(tokens)]), axis=-1)
     assert np.min(margins) > 1e-3, f"row {row}: a top-1/top-2 margin of {np.min(margins):.1e} is too close to call"
-  out = generate(model, params, [[start]] * 2, strategy=strategies.Temperature(0.0), max_new_tokens=NEW_TOKENS,
+  out = generate(model, params, [[start]] * 2, strategy=strategies.Greedy(), max_new_tokens=NEW_TOKENS,
                  eos_id=eos, encoder_tokens=SOURCES)
   assert out.rows() == expected
   assert any(tokens[-1] == eos for tokens in expected) and any(len(tokens) == NEW_TOKENS for tokens in expected)

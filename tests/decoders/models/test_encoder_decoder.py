@@ -298,7 +298,7 @@ def _full_forward_greedy(model, params, steps: int) -> np.ndarray:
 
 def test_generate_greedy_equals_greedy_over_the_full_forward_pass():
   model, params = tiny("t5")
-  out = generate(model, params, [[BOS], [BOS]], strategy=strategies.Temperature(0.0), max_new_tokens=8,
+  out = generate(model, params, [[BOS], [BOS]], strategy=strategies.Greedy(), max_new_tokens=8,
                  encoder_tokens=SOURCES)
   np.testing.assert_array_equal(out.tokens, _full_forward_greedy(model, params, 8))
   contrastive = generate(model, params, [[BOS], [BOS]], strategy=Contrastive(k=4, alpha=0.0), max_new_tokens=8,
