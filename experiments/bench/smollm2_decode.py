@@ -52,66 +52,8 @@ HF_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 HF_BYTES_PER_WEIGHT = {"f32": 4, "bf16": 2}
 FORMATS, ENGINES = tuple(LLAMACPP_TYPES), ("ours", "llamacpp", "hf")
 
-# Run by the .venv-llamacpp interpreter: argv[1] is a JSON request, each format's result one JSON line.
-# llama_model_quantize with allow_requantize makes each file type from the shipped Q4_1 file (its
-# values dequantised, so F32 and BF16 hold what we load); greedy is the argmax of the last logits.
-LLAMACPP_WORKER = r"""
-import ctypes, json, os, statistics, sys, time
-import numpy as np
-import llama_cpp
-
-request = json.loads(sys.argv[1])
-prompt, new_tokens, threads = request["prompt"], request["new_tokens"], request["threads"]
-FILE_TYPES = {
-    "F32": llama_cpp.LLAMA_FTYPE_ALL_F32, "BF16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16,
-    "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-}
-
-
-def requantised(file_type):
-  name = os.path.basename(request["source"]).rsplit(".", 2)[0]
-  path = os.path.join(request["cache"], f"{name}.{file_type}.gguf")
-  if not os.path.exists(path):
-    os.makedirs(request["cache"], exist_ok=True)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FILE_TYPES[file_type]
-    params.allow_requantize, params.nthread = True, threads
-    if llama_cpp.llama_model_quantize(request["source"].encode(), (path + ".tmp").encode(), ctypes.byref(params)):
-      raise SystemExit(f"llama_model_quantize to {file_type} failed")
-    os.replace(path + ".tmp", path)
-  return path
-
-
-def greedy(llm):
-  llm.reset()
-  start = time.perf_counter()
-  llm.eval(prompt)
-  prompted = time.perf_counter()
-  tokens = []
-  while True:
-    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
-    tokens.append(int(np.argmax(logits)))
-    if len(tokens) == new_tokens:
-      return tokens, prompted - start, time.perf_counter() - prompted
-    llm.eval([tokens[-1]])
-
-
-for file_type in request["file_types"]:
-  path = requantised(file_type)
-  start = time.perf_counter()
-  llm = llama_cpp.Llama(
-      model_path=path, n_ctx=len(prompt) + new_tokens + 8, n_batch=512, n_threads=threads, n_threads_batch=threads,
-      verbose=False,
-  )
-  load = time.perf_counter() - start
-  tokens, *_ = greedy(llm)  # warm-up
-  runs = [greedy(llm)[1:] for _ in range(request["repeats"])]
-  print(json.dumps({
-      "file_type": file_type, "file_bytes": os.path.getsize(path), "load_s": load, "tokens": tokens,
-      "prompt_s": statistics.median(r[0] for r in runs), "decode_s": statistics.median(r[1] for r in runs),
-      "call_s": statistics.median(r[0] + r[1] for r in runs), "version": llama_cpp.__version__,
-  }), flush=True)
-"""
+# The llama.cpp side runs in .venv-llamacpp's interpreter (make llamacpp), so the main venv never imports llama_cpp.
+LLAMACPP_WORKER = os.path.join(os.path.dirname(__file__), "llamacpp_worker.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +69,14 @@ class Setup:
 
 
 def llamacpp_runs(python: str, cache: str, formats: list[str], setup: Setup) -> dict:
-  """{format: the result dict of llama.cpp's batch-1 greedy run}, from LLAMACPP_WORKER in `python`'s venv."""
+  """{format: the result dict of llama.cpp's batch-1 greedy run}, from llamacpp_worker.py in `python`'s venv."""
   from experiments import pretrained
 
   request = {
       "source": pretrained.parse(SPEC)[1], "cache": cache, "file_types": [LLAMACPP_TYPES[f] for f in formats],
       "prompt": setup.prompt, "new_tokens": setup.new_tokens, "threads": decode.THREADS, "repeats": setup.repeats,
   }
-  command = [python, "-c", LLAMACPP_WORKER, json.dumps(request)]
+  command = [python, LLAMACPP_WORKER, json.dumps(request)]
   done = subprocess.run(command, capture_output=True, text=True, check=False)
   if done.returncode:
     raise SystemExit(f"the llama.cpp worker failed ({python}): {done.stderr.strip()[-2000:]}")
