@@ -94,22 +94,39 @@ class Texts:
 
 
 class TextStream:
-  """generate's `on_token` for one row: the text so far (prompt included) decoded after every token, and
-  what it adds passed to `write`, so a subword that completes a character or a word prints once whole."""
+  """generate's `on_token` for one row: each new token's text passed to `write` once it is whole.
+
+  A token's text depends on the tokens before it (a SentencePiece piece drops its leading space at the start
+  of a text; a byte-level token may hold half a UTF-8 character), so the new tokens are decoded after the last
+  CONTEXT written ones and that context's own text is cut off: constant work per token, where decoding the whole
+  text after every token would grow quadratically with its length. Text that ends inside a character waits.
+  """
+
+  CONTEXT = 4
 
   def __init__(self, tokenizer, prompt: np.ndarray, write: Callable[[str], None]):
     self.tokenizer, self.tokens, self.write = tokenizer, [int(t) for t in prompt], write
-    self.shown = tokenizer.decode(np.asarray(self.tokens, np.int32))
-    write(self.shown)
+    self.written = len(self.tokens)  # the tokens whose text has gone to `write`
+    self.pieces = [self._decode(0)]
+    write(self.pieces[0])
+
+  @property
+  def shown(self) -> str:
+    return "".join(self.pieces)
+
+  def _decode(self, start: int, stop: int | None = None) -> str:
+    return self.tokenizer.decode(np.asarray(self.tokens[start:stop], np.int32))
 
   def __call__(self, tokens: np.ndarray, ended: np.ndarray) -> None:
     if ended[0]:
       return
     self.tokens.append(int(tokens[0]))
-    text = self.tokenizer.decode(np.asarray(self.tokens, np.int32))
-    if text.startswith(self.shown) and not text.endswith("\ufffd"):  # not in the middle of a UTF-8 character
-      self.write(text[len(self.shown) :])
-      self.shown = text
+    start = max(0, self.written - self.CONTEXT)
+    context, text = self._decode(start, self.written), self._decode(start)
+    if text.startswith(context) and not text.endswith("\ufffd"):
+      self.pieces.append(text[len(context) :])
+      self.write(self.pieces[-1])
+      self.written = len(self.tokens)
 
 
 def generate_texts(

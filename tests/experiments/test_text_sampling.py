@@ -9,8 +9,10 @@ import pytest
 from configs import shakespeare_char
 from decoders import decoding
 from decoders.errors import ConfigError
+from decoders.interop.bpe_tokenizer import BPETokenizer
 from decoders.models import decoder_lm
 from experiments.tasks import text_sampling
+from tests.decoders.interop.test_bpe_tokenizer import tiny_metadata
 
 
 def section(**overrides) -> ml_collections.ConfigDict:
@@ -95,3 +97,31 @@ def test_a_streamed_text_is_the_text_returned(max_len):
   )
   assert out.streamed and "".join(pieces) == out.texts[0]
   assert len(pieces) == (21 if max_len == 32 else 2)  # the prompt, then each token (or the whole rest)
+
+
+class CountingBPE:
+  """The byte-level test vocabulary of tests/decoders/interop, recording how many tokens each decode reads."""
+
+  def __init__(self):
+    self.inner = BPETokenizer.from_gguf_metadata(tiny_metadata(), "tiny.gguf")
+    self.lengths = []
+
+  def decode(self, tokens):
+    self.lengths.append(len(tokens))
+    return self.inner.decode(tokens)
+
+
+def test_a_text_streams_whole_characters_reading_a_bounded_number_of_tokens_per_step():
+  tokenizer = CountingBPE()
+  # "ab", then " ab" "c" and "é" split into its two bytes ("Ã" "©") or whole, 50 times: 200 new tokens.
+  new = [6, 3, 10, 11] * 25 + [4, 12, 9, 5] * 25
+  pieces = []
+  stream = text_sampling.TextStream(tokenizer, np.array([5], np.int32), pieces.append)
+  for token in new:
+    stream(np.array([token]), np.array([False]))
+  stream(np.array([1]), np.array([True]))  # a row that has ended adds nothing
+
+  assert "".join(pieces) == stream.shown == tokenizer.inner.decode([5, *new])
+  assert "\ufffd" not in stream.shown  # a half character is never written
+  assert pieces[1:4] == [" ab", "c", "é"]  # "Ã" waited for "©"
+  assert max(tokenizer.lengths[1:]) <= text_sampling.TextStream.CONTEXT + 2  # not the whole text so far
