@@ -52,10 +52,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       keep_checkpoints=2,
       profile_steps=0,  # > 0: trace that many steps with jax.profiler into <workdir>/profile
   )
+  # After training, with an image_classifier run's workdir: the Fréchet distance of frechet_images generated images
+  # to the test images, in that classifier's features ("": none).
+  config.evaluation = dict(classifier_workdir="", frechet_images=2000)
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
   if test:  # 8x8 digits: z -> 2x2 -> 4x4 -> 8x8
     config.data.update(name="sklearn_digits", batch_size=32, eval_batch_size=64)
     config.model.update(latent_dim=16, generator_channels=(32, 16), discriminator_channels=(16, 32))
     config.optimizer.learning_rate = 1e-3
     config.train.update(num_steps=40, log_every=10, eval_every=20, eval_batches=0, checkpoint_every=20)
+    config.evaluation.frechet_images = 64
   return ml_collections.ConfigDict(config)

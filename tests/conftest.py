@@ -92,6 +92,19 @@ def data_dir(tmp_path_factory) -> str:
   return path
 
 
+@pytest.fixture(scope="session")
+def trained_classifier(data_dir, tmp_path_factory):
+  """(workdir, config, final eval metrics) of the tiny image classifier trained on the 8x8 digits: the features
+  the image tasks' Fréchet distances are measured in."""
+  from configs import image_classifier
+  from experiments import train
+
+  config = image_classifier.get_config("test")
+  config.data.data_dir = data_dir
+  workdir = str(tmp_path_factory.mktemp("classifier"))
+  return workdir, config, train.train_and_evaluate(config, workdir)
+
+
 @pytest.fixture
 def lm_config(data_dir):
   """A fresh copy of the tiny language-model config, reading the session's data."""

@@ -33,7 +33,7 @@ from decoders import image_metrics
 from decoders.errors import ConfigError
 from decoders.layers import corruption
 from decoders.models import autoencoder, vae
-from experiments.config_rules import TEXT, Rule, fields_of, integer, number, one_of, show
+from experiments.config_rules import Rule, fields_of, integer, number, one_of, show
 from experiments.data import pipeline
 from experiments.data.images import DATASETS
 from experiments.tasks.base import ModelDescription, Task
@@ -43,6 +43,11 @@ VAE_OBJECTIVE_KEYS = ("beta", "importance_samples")
 FIGURE_COLUMNS = 8  # test images per row of a figure
 EVAL_SEED = 0  # the key of evaluation's corruptions and posterior samples
 SCORE_BATCH = 500  # test images per call of generation_metrics' scoring functions
+# The evaluation keys of every task whose samples a trained image classifier measures (experiments/image_eval.py).
+FRECHET_RULES = {
+    "classifier_workdir": Rule(str, "a path, or '' for no Fréchet distance"),
+    "frechet_images": integer(2),  # samples the Fréchet distance compares with the test split
+}
 
 
 def corrupted_psnr_metric(kind: str, level: float) -> str:
@@ -133,8 +138,7 @@ class AutoencoderTask(Task):
           "corruption_levels": Rule(
               tuple, "a tuple of σ or p", lambda v: all(type(x) in (int, float) for x in v)  # True is no level
           ),
-          "classifier_workdir": TEXT,  # "": no Fréchet distance
-          "frechet_images": integer(2),  # prior samples the Fréchet distance compares with the test split
+          **FRECHET_RULES,  # of the VAE's prior samples
       },
   }
 

@@ -18,6 +18,9 @@ checkpoint's numbers never change; every eval batch therefore scores the same ev
     real_accuracy    the share of real images D calls real (logit > 0); fake_accuracy: of generated ones it calls fake
     checkerboard     the generated images' checkerboard score at stride 2 (decoders/image_metrics.py; Odena et al.
                      2016): the share of their power in the periodic pattern an uneven upsampling leaves
+With evaluation.classifier_workdir (an image_classifier run on the same data), the final evaluation adds the
+Fréchet distance of frechet_images generated images to the held-out ones in that classifier's features
+(experiments/image_eval.py), and of as many train images: the floor a perfect generator would reach.
 """
 import functools
 
@@ -29,7 +32,7 @@ from decoders import image_metrics
 from decoders.models import dcgan
 from experiments.config_rules import fields_of, one_of
 from experiments.data.images import DATASETS
-from experiments.tasks.autoencoder import AutoencoderTask
+from experiments.tasks.autoencoder import FRECHET_RULES, AutoencoderTask, image_eval
 from experiments.tasks.base import ModelDescription, Objective, Task
 
 SAMPLE_GRID = 8  # rows and columns of the figure of samples
@@ -47,6 +50,7 @@ class GanTask(Task):
       "data": {"name": one_of(DATASETS)},
       # The image shape comes from the data set; DCGANConfig checks ranges and choices when built.
       "model": fields_of(dcgan.DCGANConfig, exclude=["image_shape"]),
+      "evaluation": FRECHET_RULES,
   }
 
   @classmethod
@@ -61,6 +65,9 @@ class GanTask(Task):
 
   def __init__(self, config):
     super().__init__(config)
+    self.evaluation = config.evaluation
+    if self.evaluation.classifier_workdir:  # its config now, before reading data or training; its checkpoint after
+      image_eval().check_classifier_run(self.evaluation.classifier_workdir, config.data.name)
     dataset = DATASETS[config.data.name]
     self.train_images = dataset.load(config.data.data_dir, dataset.train_split)["image"]
     self.eval_images = dataset.load(config.data.data_dir, dataset.eval_split)["image"]
@@ -78,6 +85,15 @@ class GanTask(Task):
   def _generate(self, params, rng, batch_size):
     latents = dcgan.sample_latents(rng, batch_size, self.model.config.latent_dim)
     return self.model.apply({"params": params}, latents, method="generate")
+
+  def generation_metrics(self, params):
+    """The Fréchet distances of generated and of train images to the held-out ones; none without a classifier."""
+    if not self.evaluation.classifier_workdir:
+      return {}
+    scorer = image_eval().FrechetScorer(self.evaluation.classifier_workdir, self.eval_images, self.config.data.name)
+    count = self.evaluation.frechet_images
+    samples = jax.jit(self._generate, static_argnums=2)(params, jax.random.key(EVAL_SEED), count)
+    return {"frechet_distance": scorer(np.asarray(samples)), "frechet_distance_train": scorer(self.train_images[:count])}
 
   def figures(self, params, rng):
     """An 8 x 8 grid of the generator's images (Radford et al. 2016, Fig. 3)."""

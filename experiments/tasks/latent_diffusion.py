@@ -125,8 +125,7 @@ class LatentDiffusionTask(Task):
           "num_images": integer(1),
       },
       "evaluation": {
-          "classifier_workdir": Rule(str, "a path, or '' for no Fréchet distance"),
-          "frechet_images": integer(2),
+          **autoencoder_task.FRECHET_RULES,
           "ddim_steps": Rule(tuple, "a tuple of step counts >= 1", lambda v: all(type(s) is int and s >= 1 for s in v)),
       },
   }

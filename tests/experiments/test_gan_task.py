@@ -165,6 +165,26 @@ def test_the_run_loop_trains_both_objectives_and_logs_each_loss(data_dir, tmp_pa
   assert os.listdir(tmp_path / "figures") == ["samples.png"]  # an 8 x 8 grid of the generator's images
 
 
+def test_the_final_evaluation_scores_the_generated_images_in_a_classifiers_features(data_dir, trained_classifier, tmp_path):
+  config = _config(data_dir)
+  config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
+  config.evaluation.classifier_workdir = trained_classifier[0]
+  final = train.train_and_evaluate(config, str(tmp_path))
+  # Four steps make digits of nothing: the generated images lie far further from the test images than train images do.
+  assert 0.0 <= final["frechet_distance_train"] < final["frechet_distance"] / 10
+  # Without a classifier, no distance.
+  config.evaluation.classifier_workdir = ""
+  assert "frechet_distance" not in train.train_and_evaluate(config, str(tmp_path / "none"))
+
+
+def test_a_classifier_of_another_data_set_is_refused_before_training(data_dir, trained_classifier):
+  config = gan_configs.get_config("dcgan")  # Fashion-MNIST, against the classifier's 8x8 digits
+  config.data.data_dir = "/nonexistent/tfds"  # refused before any data is read
+  config.evaluation.classifier_workdir = trained_classifier[0]
+  with pytest.raises(ConfigError, match="was trained on data.name='sklearn_digits', not 'fashion_mnist'"):
+    GanTask(config)
+
+
 def test_both_sizes_of_the_config_check():
   for variant in ("", "test", "dcgan", "dcgan,test"):
     assert train.check_config(gan_configs.get_config(variant)) is GanTask

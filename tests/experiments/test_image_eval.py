@@ -14,7 +14,6 @@ import pytest
 import scipy.linalg
 import sklearn.metrics
 
-from configs import image_classifier as classifier_configs
 from decoders.errors import ConfigError
 from decoders.models import autoencoder
 from experiments import image_eval, train
@@ -148,15 +147,6 @@ def test_auroc_of_an_autoencoders_anomaly_scores_on_fashion_mnist_is_scikit_lear
   value = image_eval.auroc(errors[~anomalous], errors[anomalous])
   assert value == pytest.approx(sklearn.metrics.roc_auc_score(anomalous, errors), abs=1e-12)
   assert value > 0.9  # far from chance: the scores rank what the model never saw as anomalous
-
-
-@pytest.fixture(scope="module")
-def trained_classifier(data_dir, tmp_path_factory):
-  """(workdir, config, final eval metrics) of the tiny classifier trained on the 8x8 digits."""
-  config = classifier_configs.get_config("test")
-  config.data.data_dir = data_dir
-  workdir = str(tmp_path_factory.mktemp("classifier"))
-  return workdir, config, train.train_and_evaluate(config, workdir)
 
 
 def test_features_come_back_from_the_workdir_of_the_trained_classifier(trained_classifier, data_dir):

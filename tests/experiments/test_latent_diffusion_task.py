@@ -11,7 +11,6 @@ import PIL.Image
 import pytest
 
 from configs import autoencoder as autoencoder_configs
-from configs import image_classifier as classifier_configs
 from configs import latent_diffusion as latent_diffusion_configs
 from decoders.errors import ConfigError
 from experiments import train
@@ -32,13 +31,9 @@ def kl_vae_workdir(data_dir, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def classifier_workdir(data_dir, tmp_path_factory) -> str:
+def classifier_workdir(trained_classifier) -> str:
   """The tiny classifier of the 8x8 digits, whose features measure the samples."""
-  config = classifier_configs.get_config("test")
-  config.data.data_dir = data_dir
-  workdir = str(tmp_path_factory.mktemp("classifier"))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+  return trained_classifier[0]
 
 
 def _config(data_dir, autoencoder_workdir, **sections):
