@@ -6,14 +6,15 @@ from absl import app, flags, logging
 from experiments.bench import attention, common
 from experiments.bench import compile as compile_time
 from experiments.bench import (
-    bandwidth, beam, cache_memory, decode, hf_gpt2, kv_cache, smollm2_decode, speculative, streaming_llm, train
+    bandwidth, beam, cache_memory, decode, hf_gpt2, kv_cache, loop_reads, smollm2_decode, speculative, streaming_llm,
+    train,
 )
 
 # name -> module with run() -> lines; each module defines its own flags.
 BENCHMARKS = {
     "train": train, "compile": compile_time, "attention": attention, "hf_gpt2": hf_gpt2, "kv_cache": kv_cache,
     "bandwidth": bandwidth, "decode": decode, "smollm2_decode": smollm2_decode, "cache_memory": cache_memory,
-    "streaming_llm": streaming_llm, "speculative": speculative, "beam": beam,
+    "streaming_llm": streaming_llm, "speculative": speculative, "beam": beam, "loop_reads": loop_reads,
 }
 
 _RECORD = flags.DEFINE_bool("record", False, "Append the result to BENCHMARKS.md.")

@@ -1,0 +1,96 @@
+"""In what dtype the compiled decode loop holds its weights, for float32, bfloat16 and int8 weights.
+
+    python -m experiments.bench loop_reads [--record]
+
+Batch-1 decoding is bound by the bytes of weights read per token, so weights stored in bfloat16 or int8 pay
+off only if the loop reads them as stored. This compiles greedy decoding of the GPT-2 benchmark shape
+(decode.py) in each weight format and reads, from XLA's optimised HLO, the state of the decode `while` loop:
+the weight matrices it carries from one token to the next, their dtypes and bytes. A matrix converted before
+the loop (loop-invariant code motion hoists a conversion that does not depend on the token) is read in its
+converted dtype every token, whatever the stored format.
+"""
+import collections
+import re
+
+import numpy as np
+
+from experiments.bench import decode, smollm2_decode
+
+NEW_TOKENS = 16  # the loop's shapes, not its length, decide what it carries
+FORMATS = ("f32", "bf16", "int8")
+DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "f64": 8}
+
+_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
+_WHILE = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = \((.*)\) while\(")
+
+
+def decode_loop_state(hlo_text: str) -> list[tuple[str, tuple[int, ...]]]:
+  """(HLO dtype, shape) of each element of the state of the entry computation's largest while loop."""
+  entry = hlo_text[hlo_text.index("\nENTRY ") :] if "\nENTRY " in hlo_text else hlo_text
+  loops = [match.group(1) for match in map(_WHILE.match, entry.splitlines()) if match]
+  if not loops:
+    raise ValueError("the module's entry computation has no while loop")
+  state = max(loops, key=lambda types: len(_ARRAY.findall(types)))
+  return [(dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in _ARRAY.findall(state)]
+
+
+def carried_weights(state, weight_sizes) -> list[tuple[str, int]]:
+  """(dtype, elements) of the loop-state arrays that are weight matrices: matched by element count against
+  `weight_sizes` (each matrix's element count; a reshape before the loop keeps it), each size matched once."""
+  unmatched = collections.Counter(weight_sizes)
+  carried = []
+  for dtype, shape in state:
+    size = int(np.prod(shape))
+    if len(shape) >= 2 and unmatched[size] > 0:
+      unmatched[size] -= 1
+      carried.append((dtype, size))
+  return carried
+
+
+def summary(carried) -> tuple[float, str]:
+  """(bytes, 'f32 x 37'): what the carried matrices weigh, and how many there are of each dtype."""
+  nbytes = sum(size * DTYPE_BYTES[dtype] for dtype, size in carried)
+  counts = collections.Counter(dtype for dtype, _ in carried)
+  return nbytes, ", ".join(f"{dtype} x {count}" for dtype, count in counts.most_common())
+
+
+def compiled_decode_text(model, params) -> str:
+  """The optimised HLO of greedy decoding of one 32-token prompt by NEW_TOKENS (generation.generate's loop)."""
+  import jax
+
+  from decoders.decoding import generation, strategies
+  from decoders.layers import kv_cache
+
+  prompts = np.zeros((1, decode.PROMPT_TOKENS), np.int32)
+  lengths = np.full((1,), decode.PROMPT_TOKENS, np.int32)
+  capacity = decode.PROMPT_TOKENS + NEW_TOKENS
+  lowered = generation._generate.lower(  # the one compiled call generate() makes for a sampling strategy
+      model, strategies.Greedy(), NEW_TOKENS, None, None, kv_cache.CacheSpec(), capacity, params, prompts, lengths,
+      jax.random.key(0), None, None,  # no encoder sources
+  )
+  return lowered.compile().as_text()
+
+
+def run() -> list[str]:
+  import jax
+
+  model, params = decode.gpt2_bench_model(NEW_TOKENS)
+  lines = [
+      f"GPT-2 bench shape (6 layers, width 384, vocabulary 8192), greedy decoding, batch 1, jax {jax.__version__} on "
+      f"{jax.default_backend()}: the weight matrices in the decode loop's state, from XLA's optimised HLO",
+      "| weights | stored matrices | carried by the decode loop | as |",
+      "| --- | ---: | ---: | --- |",
+  ]
+  for name in FORMATS:
+    made = smollm2_decode.ours_in(name, model, params)
+    if made is None:
+      continue
+    formatted_model, formatted_params = made
+    matrices = [x for x in jax.tree.leaves(formatted_params) if x.ndim > 1]
+    stored = sum(x.size * x.dtype.itemsize for x in matrices)
+    state = decode_loop_state(compiled_decode_text(formatted_model, formatted_params))
+    carried_bytes, kinds = summary(carried_weights(state, [x.size for x in matrices]))
+    lines.append(f"| {name} | {stored / 1e6:.1f} MB | {carried_bytes / 1e6:.1f} MB | {kinds} |")
+  lines.append("a matrix carried in another dtype than stored was converted once before the loop; every token "
+               "reads it in that dtype")
+  return lines
