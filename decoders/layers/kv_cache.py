@@ -9,7 +9,11 @@ Each row has its own length: a batch of prompts of different lengths is right-pa
 prefilled in one call, and each row then writes its next token at its own position.
 
 A `CacheSpec` (static: jit specialises on it) picks how values are stored and which are kept:
-  quantization "none":  the compute dtype, exact.
+  quantization "none":  the compute dtype, exact; or `dtype` ("float32", "bfloat16") apart from it, as a float32
+                        cache for a bfloat16 model: XLA:CPU writes into a bfloat16 array by converting all of
+                        it to float32 and back, every step (BENCHMARKS.md, `loop_reads`), where float32 writes in
+                        place. A bfloat16 model's keys and values are rounded to bfloat16 either way, so a float32
+                        cache holds the same values and gives the same logits, at twice the memory.
                "int8":  per token and KV head, absmax-scaled int8 values in [-127, 127] and a
                         float32 scale (the int8 KV cache of LLM.int8-style absmax quantisation,
                         Dettmers et al. 2022, sec. 3.1, at the granularity of KIVI, Liu et al. 2024).
@@ -44,6 +48,7 @@ from decoders.layers import kv_eviction, masks
 
 QUANTIZATIONS = ("none", "int8", "int4")
 EVICTIONS = ("none", "window", "sinks", "h2o")
+FLOAT_DTYPES = ("float32", "bfloat16")
 LEVELS = {"int8": 127, "int4": 7}  # the largest quantised magnitude: symmetric, so 0 stays exact
 
 
@@ -56,6 +61,7 @@ class CacheSpec:
   eviction: str = "none"
   sinks: int = 0  # "sinks": the first positions kept forever (StreamingLLM uses 4)
   recent: int = 0  # "h2o": the most recent positions always kept; the rest of the budget holds heavy hitters
+  dtype: str = ""  # quantization "none": the storage dtype, one of FLOAT_DTYPES ("": the compute dtype)
 
   def __post_init__(self):
     if self.quantization not in QUANTIZATIONS:
@@ -66,6 +72,10 @@ class CacheSpec:
       raise ConfigError(f"cache sinks={self.sinks} must be positive with eviction='sinks' and 0 otherwise")
     if (self.eviction == "h2o") != (self.recent > 0) or self.recent < 0:
       raise ConfigError(f"cache recent={self.recent} must be positive with eviction='h2o' and 0 otherwise")
+    if self.dtype and self.dtype not in FLOAT_DTYPES:
+      raise ConfigError(f"cache dtype={self.dtype!r} is not one of {FLOAT_DTYPES} (or '' for the compute dtype)")
+    if self.dtype and self.quantization != "none":
+      raise ConfigError(f"cache dtype={self.dtype!r} is for quantization='none': {self.quantization} stores its own")
 
   def check(self, capacity: int, head_dim: int, key_dim: int | None = None):
     """A ConfigError if a cache of `capacity` slots of `head_dim` values (`key_dim` for keys, default head_dim)
@@ -132,7 +142,8 @@ class KVCache:
     shape = (num_layers, batch, capacity, kv_heads)
     fields = {}  # one array per field, never shared: a caller may donate the cache to a jitted step
     if spec.quantization == "none":
-      fields["key"], fields["value"] = (jnp.zeros((*shape, size), dtype) for size in (key_dim, head_dim))
+      storage = jnp.dtype(spec.dtype or dtype)
+      fields["key"], fields["value"] = (jnp.zeros((*shape, size), storage) for size in (key_dim, head_dim))
     else:
       packed = lambda size: size // 2 if spec.quantization == "int4" else size
       storage = jnp.int8 if spec.quantization == "int8" else jnp.uint8

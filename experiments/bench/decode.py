@@ -72,12 +72,15 @@ def time_alternating(calls: dict, repeats: int) -> dict:
   return {name: (first[name][0], statistics.median(times[name]), first[name][1]) for name in calls}
 
 
-def ours_greedy(model, params, prompts: np.ndarray, new_tokens: int):
-  """A call returning our greedy tokens [batch, new_tokens]."""
+def ours_greedy(model, params, prompts: np.ndarray, new_tokens: int, cache_dtype: str = ""):
+  """A call returning our greedy tokens [batch, new_tokens], with a KV cache of `cache_dtype` ("": compute dtype)."""
   from decoders.decoding import generation, strategies
+  from decoders.layers import kv_cache
 
-  greedy = strategies.Greedy()
-  return lambda: generation.generate(model, params, prompts, strategy=greedy, max_new_tokens=new_tokens).tokens
+  greedy, cache = strategies.Greedy(), kv_cache.CacheSpec(dtype=cache_dtype)
+  return lambda: generation.generate(
+      model, params, prompts, strategy=greedy, max_new_tokens=new_tokens, cache=cache
+  ).tokens
 
 
 def import_reference():

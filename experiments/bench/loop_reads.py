@@ -21,17 +21,32 @@ FORMATS = ("f32", "bf16", "int8")
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "f64": 8}
 
 _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
-_WHILE = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = \((.*)\) while\(")
+_WHILE = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = \((.*)\) while\(.*body=%?([\w.\-]+)")
+_CONVERSION = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]*convert[\w.\-]* = (\w+)\[([\d,]*)\]")
+
+
+def _decode_loop(hlo_text: str) -> tuple[str, str]:
+  """(state types, body computation name) of the entry computation's largest while loop."""
+  entry = hlo_text[hlo_text.index("\nENTRY ") :] if "\nENTRY " in hlo_text else hlo_text
+  loops = [match.groups() for match in map(_WHILE.match, entry.splitlines()) if match]
+  if not loops:
+    raise ValueError("the module's entry computation has no while loop")
+  return max(loops, key=lambda loop: len(_ARRAY.findall(loop[0])))
 
 
 def decode_loop_state(hlo_text: str) -> list[tuple[str, tuple[int, ...]]]:
   """(HLO dtype, shape) of each element of the state of the entry computation's largest while loop."""
-  entry = hlo_text[hlo_text.index("\nENTRY ") :] if "\nENTRY " in hlo_text else hlo_text
-  loops = [match.group(1) for match in map(_WHILE.match, entry.splitlines()) if match]
-  if not loops:
-    raise ValueError("the module's entry computation has no while loop")
-  state = max(loops, key=lambda types: len(_ARRAY.findall(types)))
+  state, _ = _decode_loop(hlo_text)
   return [(dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in _ARRAY.findall(state)]
+
+
+def cache_conversions(hlo_text: str, cache_shape: tuple[int, ...]) -> int:
+  """How many conversions of a whole `cache_shape` array (every layer's keys or values) the decode loop's body runs
+  per step: XLA's conversion instructions and fusions are named after them."""
+  _, body = _decode_loop(hlo_text)
+  lines = hlo_text[hlo_text.index(f"\n%{body} (") :].split("\n}\n", 1)[0].splitlines()[1:]
+  conversions = [match.groups() for match in map(_CONVERSION.match, lines) if match]
+  return sum(tuple(int(d) for d in dims.split(",") if d) == cache_shape for _, dims in conversions)
 
 
 def carried_weights(state, weight_sizes) -> list[tuple[str, int]]:
@@ -54,8 +69,9 @@ def summary(carried) -> tuple[float, str]:
   return nbytes, ", ".join(f"{dtype} x {count}" for dtype, count in counts.most_common())
 
 
-def compiled_decode_text(model, params) -> str:
-  """The optimised HLO of greedy decoding of one 32-token prompt by NEW_TOKENS (generation.generate's loop)."""
+def compiled_decode_text(model, params, cache_dtype: str = "") -> str:
+  """The optimised HLO of greedy decoding of one 32-token prompt by NEW_TOKENS (generation.generate's loop), with a
+  cache of `cache_dtype` ("": the compute dtype)."""
   import jax
 
   from decoders.decoding import generation, strategies
@@ -65,7 +81,8 @@ def compiled_decode_text(model, params) -> str:
   lengths = np.full((1,), decode.PROMPT_TOKENS, np.int32)
   capacity = decode.PROMPT_TOKENS + NEW_TOKENS
   lowered = generation._generate.lower(  # the one compiled call generate() makes for a sampling strategy
-      model, strategies.Greedy(), NEW_TOKENS, None, None, kv_cache.CacheSpec(), capacity, params, prompts, lengths,
+      model, strategies.Greedy(), NEW_TOKENS, None, None, kv_cache.CacheSpec(dtype=cache_dtype), capacity, params,
+      prompts, lengths,
       jax.random.key(0), None, None,  # no encoder sources
   )
   return lowered.compile().as_text()
@@ -75,22 +92,29 @@ def run() -> list[str]:
   import jax
 
   model, params = decode.gpt2_bench_model(NEW_TOKENS)
+  cfg = model.config
+  cache_shape = (cfg.num_layers, 1, decode.PROMPT_TOKENS + NEW_TOKENS, cfg.kv_heads, cfg.head_dim)
   lines = [
       f"GPT-2 bench shape (6 layers, width 384, vocabulary 8192), greedy decoding, batch 1, jax {jax.__version__} on "
-      f"{jax.default_backend()}: the weight matrices in the decode loop's state, from XLA's optimised HLO",
-      "| weights | stored matrices | carried by the decode loop | as |",
-      "| --- | ---: | ---: | --- |",
+      f"{jax.default_backend()}: the weight matrices in the decode loop's state, and the conversions of a whole "
+      "KV cache array in its body, from XLA's optimised HLO",
+      "| weights | KV cache | stored matrices | carried by the decode loop | as | whole-cache conversions per step |",
+      "| --- | --- | ---: | ---: | --- | ---: |",
   ]
-  for name in FORMATS:
+  for name, cache_dtype in (*((name, "") for name in FORMATS), ("bf16", "float32")):
     made = smollm2_decode.ours_in(name, model, params)
     if made is None:
       continue
     formatted_model, formatted_params = made
     matrices = [x for x in jax.tree.leaves(formatted_params) if x.ndim > 1]
     stored = sum(x.size * x.dtype.itemsize for x in matrices)
-    state = decode_loop_state(compiled_decode_text(formatted_model, formatted_params))
-    carried_bytes, kinds = summary(carried_weights(state, [x.size for x in matrices]))
-    lines.append(f"| {name} | {stored / 1e6:.1f} MB | {carried_bytes / 1e6:.1f} MB | {kinds} |")
+    text = compiled_decode_text(formatted_model, formatted_params, cache_dtype)
+    carried_bytes, kinds = summary(carried_weights(decode_loop_state(text), [x.size for x in matrices]))
+    cache = cache_dtype or formatted_model.config.dtype
+    lines.append(f"| {name} | {cache} | {stored / 1e6:.1f} MB | {carried_bytes / 1e6:.1f} MB | {kinds} | "
+                 f"{cache_conversions(text, cache_shape)} |")
   lines.append("a matrix carried in another dtype than stored was converted once before the loop; every token "
                "reads it in that dtype")
+  lines.append("a whole-cache conversion reads and writes every layer's keys or values: XLA:CPU converts a bfloat16 "
+               "cache to float32 and back to write one token into it, where a float32 cache is written in place")
   return lines

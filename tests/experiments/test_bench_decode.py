@@ -75,6 +75,10 @@ def test_a_llama_format_row_matches_hf_and_bf16_stores_its_matrices_in_bfloat16(
   assert bf16_model.config.dtype == "bfloat16"
   assert bandwidth.tree_bytes(bf16_params) < 0.6 * bandwidth.tree_bytes(params)  # the matrices: 2 bytes a weight
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(bf16_params) if leaf.ndim == 1)  # norm scales
+  # Our bf16 row decodes with a float32 cache (by default), and says so.
+  rows, notes = smollm2_decode.compare_format("bf16", model, params, None, smollm2_setup(["ours"], (2,)))
+  assert [(row["engine"], row["weights"]) for row in rows] == [("ours", "bf16")]
+  assert notes == ["bf16: our KV cache holds float32 (--smollm2_bf16_cache)"]
 
 
 def test_the_int8_row_is_ours_with_int8_weights_or_a_note_saying_why_not():

@@ -241,6 +241,26 @@ def test_nbytes_counts_keys_at_their_own_size(spec, bytes_per_slot):
   assert cache.nbytes() == sum(x.nbytes for x in jax.tree.leaves(cache))
 
 
+def test_a_float32_cache_gives_a_bfloat16_model_the_logits_of_its_bfloat16_cache_at_twice_the_bytes():
+  model, params = tiny("gqa")
+  model = decoder_lm.DecoderLM(dataclasses.replace(model.config, dtype="bfloat16"))
+  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, VOCAB)
+  lengths = jnp.array([5, 8])
+  runs = {}
+  for dtype in ("", "float32"):
+    cache = decoder_lm.init_cache(model.config, 2, 16, CacheSpec(dtype=dtype))
+    step = lambda *args: model.apply({"params": params}, *args, method=model.tokens_to_logits)
+    prefill, cache = step(tokens[:, :8], cache, lengths)
+    decoded, cache = step(tokens[jnp.arange(2), lengths][:, None], cache)
+    runs[dtype] = (prefill, decoded, cache)
+  assert runs[""][2].key.dtype == jnp.bfloat16 and runs["float32"][2].key.dtype == jnp.float32
+  # The keys and values are the model's bfloat16 ones either way: a float32 cache holds them exactly.
+  np.testing.assert_array_equal(runs["float32"][0], runs[""][0])
+  np.testing.assert_array_equal(runs["float32"][1], runs[""][1])
+  np.testing.assert_array_equal(runs["float32"][2].key.astype(jnp.bfloat16), runs[""][2].key)
+  assert runs["float32"][2].key.nbytes == 2 * runs[""][2].key.nbytes
+
+
 def test_select_rows_takes_every_field_of_the_rows():
   cache = kv_cache.KVCache.zeros(2, 3, 4, 2, 8, spec=CacheSpec("int4", eviction="h2o", recent=1))
   leaves, treedef = jax.tree.flatten(cache)
@@ -306,6 +326,8 @@ def test_bad_caches_fail_in_one_line_before_compiling():
       (lambda: decoder_lm.init_cache(dataclasses.replace(model.config, key_size=3), 1, 4, CacheSpec("int4")),
        "key size key_dim=3 must be even"),
       (lambda: kv_cache.KVCache.zeros(1, 1, 4, 2, 8, key_dim=-1), "key_dim=-1"),
+      (lambda: CacheSpec(dtype="float16"), "cache dtype='float16' is not one of"),
+      (lambda: CacheSpec("int8", dtype="float32"), "cache dtype='float32' is for quantization='none'"),
       (lambda: model.apply(  # a prompt longer than a cache that does not evict
           {"params": params}, jnp.zeros((1, 6), jnp.int32), decoder_lm.init_cache(model.config, 1, 5),
           method=model.tokens_to_logits,
