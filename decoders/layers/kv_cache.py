@@ -113,10 +113,12 @@ def dequantize(values: jax.Array, scale: jax.Array, quantization: str, dtype) ->
 
 @flax.struct.dataclass
 class KVCache:
-  key: jax.Array  # [layers, batch, capacity, kv_heads, key_dim] keys after RoPE (int8; uint8 [..., key_dim / 2] int4)
+  # Head-major, as the attention's batched matmuls read them (batch and head leading, one head's slots contiguous):
+  # position-major [..., capacity, kv_heads, ...] made XLA copy every layer's cache into this order on every step.
+  key: jax.Array  # [layers, batch, kv_heads, capacity, key_dim] keys after RoPE (int8; uint8 [..., key_dim / 2] int4)
   value: jax.Array  # as key, of head_dim
   lengths: jax.Array  # [batch] int32: tokens each row has seen (its next token's position)
-  key_scale: jax.Array | None = None  # quantised: [layers, batch, capacity, kv_heads] float32
+  key_scale: jax.Array | None = None  # quantised: [layers, batch, kv_heads, capacity] float32
   value_scale: jax.Array | None = None
   # "h2o": the position each slot of each KV head holds (-1: empty), and its accumulated attention.
   slot_positions: jax.Array | None = None  # [layers, batch, capacity, kv_heads] int32
@@ -127,7 +129,7 @@ class KVCache:
 
   @property
   def capacity(self) -> int:
-    return self.key.shape[2]
+    return self.key.shape[3]
 
   @classmethod
   def zeros(cls, num_layers: int, batch: int, capacity: int, kv_heads: int, head_dim: int, dtype=jnp.float32,
@@ -139,7 +141,7 @@ class KVCache:
     spec.check(capacity, head_dim, key_dim)
     if prefix_lm and spec.eviction == "h2o":
       raise ConfigError("a prefix LM cannot decode with cache eviction='h2o': it takes the prompt token by token")
-    shape = (num_layers, batch, capacity, kv_heads)
+    shape = (num_layers, batch, kv_heads, capacity)
     fields = {}  # one array per field, never shared: a caller may donate the cache to a jitted step
     if spec.quantization == "none":
       storage = jnp.dtype(spec.dtype or dtype)
@@ -150,7 +152,8 @@ class KVCache:
       fields["key"], fields["value"] = (jnp.zeros((*shape, packed(size)), storage) for size in (key_dim, head_dim))
       fields["key_scale"], fields["value_scale"] = (jnp.zeros(shape, jnp.float32) for _ in range(2))
     if spec.eviction == "h2o":
-      fields["slot_positions"], fields["scores"] = jnp.full(shape, -1, jnp.int32), jnp.zeros(shape, jnp.float32)
+      slots = (num_layers, batch, capacity, kv_heads)
+      fields["slot_positions"], fields["scores"] = jnp.full(slots, -1, jnp.int32), jnp.zeros(slots, jnp.float32)
     if prefix_lm:
       fields["prefix_lengths"] = jnp.zeros((batch,), jnp.int32)
     return cls(lengths=jnp.zeros((batch,), jnp.int32), spec=spec, **fields)
@@ -181,14 +184,15 @@ class KVCache:
     return self.replace(lengths=lengths)
 
   def stored(self, new_key: jax.Array, new_value: jax.Array) -> tuple:
-    """New keys [..., kv_heads, key_dim] and values [..., kv_heads, head_dim] as the cache stores them, in the layout
-    of `layer_arrays`."""
+    """New keys [..., kv_heads, key_dim] and values [..., kv_heads, head_dim] as the cache stores them:
+    ((key, key_scale), (value, value_scale)) in their own (token-major) layout, scales None when not quantised."""
     if self.spec.quantization == "none":
       return (new_key.astype(self.key.dtype), None), (new_value.astype(self.value.dtype), None)
     return quantize(new_key, self.spec.quantization), quantize(new_value, self.spec.quantization)
 
   def layer_arrays(self, layer) -> tuple:
-    """((key, key_scale), (value, value_scale)) of one layer, scales None when not quantised."""
+    """((key, key_scale), (value, value_scale)) of one layer, head-major ([batch, kv_heads, capacity, ...]), scales
+    None when not quantised."""
     pick = lambda x: None if x is None else jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
     return (pick(self.key), pick(self.key_scale)), (pick(self.value), pick(self.value_scale))
 
@@ -201,7 +205,13 @@ class KVCache:
     return self.replace(key=key, key_scale=key_scale, value=value, value_scale=value_scale)
 
   def read(self, arrays: tuple, dtype) -> tuple[jax.Array, jax.Array]:
-    """Keys and values in `dtype` from arrays in the layout of `layer_arrays` (or `stored`)."""
+    """Keys [batch, capacity, kv_heads, key_dim] and values [..., head_dim] in `dtype` from one layer's arrays (as
+    `layer_arrays` gives them). The swap to the attention kernels' layout cancels against the head-major storage
+    inside their matmuls: no copy is made."""
+    return tuple(jnp.swapaxes(x, 1, 2) for x in self.dequantized(arrays, dtype))
+
+  def dequantized(self, arrays: tuple, dtype) -> tuple[jax.Array, jax.Array]:
+    """Keys and values in `dtype` from arrays as the cache stores them, in their layout."""
     if self.spec.quantization == "none":
       return arrays[0][0].astype(dtype), arrays[1][0].astype(dtype)
     return tuple(dequantize(values, scale, self.spec.quantization, dtype) for values, scale in arrays)
@@ -210,8 +220,9 @@ class KVCache:
     """New keys [batch, t, kv_heads, key_dim] and values [..., head_dim] written to `layer` at `slots` [batch, t]; a
     slot outside [0, capacity) drops its token. A row's in-range slots must differ: a scatter's duplicate winner is
     undefined."""
-    rows = jnp.arange(slots.shape[0])[:, None]
-    scatter = lambda full, new: full.at[layer, rows, slots].set(new, mode="drop")
+    # Indices [batch, t, kv_heads] into the head-major arrays: the updates keep the new tokens' own layout.
+    rows, heads = jnp.arange(slots.shape[0])[:, None, None], jnp.arange(self.key.shape[2])[None, None, :]
+    scatter = lambda full, new: full.at[layer, rows, heads, slots[..., None]].set(new, mode="drop")
     (key, key_scale), (value, value_scale) = jax.tree.map(
         scatter, ((self.key, self.key_scale), (self.value, self.value_scale)), self.stored(new_key, new_value)
     )
@@ -248,7 +259,7 @@ class LayerCache:
       # A prompt longer than the window needs keys the cache will not keep: attend over the slots as they
       # were and the new keys (read back through the quantiser like every key), then keep what the policy keeps.
       old = cache.read(cache.layer_arrays(self.layer), query.dtype)
-      new = cache.read(cache.stored(key, value), query.dtype)
+      new = cache.dequantized(cache.stored(key, value), query.dtype)
       keys, values = (jnp.concatenate(pair, axis=1) for pair in zip(old, new))
       key_positions = jnp.concatenate([self.slot_positions(cache.lengths), self.positions], axis=1)
       cache = cache.write(self.layer, self.slots(), key, value)

@@ -73,12 +73,12 @@ def h2o_attend(layer_cache, query, key, value):
 def _h2o_step(cache, window: int, state, inputs):
   """One token of Zhang et al. 2023, Alg. 1 for every row and KV head: attend over the kept keys and itself,
   add the weights to the scores, then store the token in an empty slot or in place of the evicted key."""
-  arrays, slot_positions, scores = state  # layer arrays as KVCache.layer_arrays; [batch, capacity, kv_heads] x2
+  arrays, slot_positions, scores = state  # KVCache.layer_arrays (head-major); [batch, capacity, kv_heads] x2
   query, key, value, position, real = inputs  # [batch, heads, d_k], [batch, kv_heads, d_k | d_v], [batch], [batch]
   (batch, heads, depth), (capacity, kv_heads) = query.shape, slot_positions.shape[1:]
   new = cache.stored(key, value)
   keys, values = cache.read(arrays, query.dtype)
-  key, value = cache.read(new, query.dtype)  # the token's own key and value, read back as stored
+  key, value = cache.dequantized(new, query.dtype)  # the token's own key and value, read back as stored
   keys, values = jnp.concatenate([keys, key[:, None]], axis=1), jnp.concatenate([values, value[:, None]], axis=1)
   here = position[:, None, None]
   key_positions = jnp.concatenate([slot_positions, jnp.broadcast_to(here, (batch, 1, kv_heads))], axis=1)
@@ -96,7 +96,7 @@ def _h2o_step(cache, window: int, state, inputs):
   target = jnp.where(real[:, None], jnp.argmin(priority, axis=1), capacity)  # [batch, kv_heads]; padding: dropped
   rows, kv = jnp.arange(batch)[:, None], jnp.arange(kv_heads)[None]
   put = lambda full, part: full.at[rows, target, kv].set(part, mode="drop")
-  arrays = jax.tree.map(put, arrays, new)
+  arrays = jax.tree.map(lambda full, part: full.at[rows, kv, target].set(part, mode="drop"), arrays, new)
   slot_positions = put(slot_positions, jnp.broadcast_to(position[:, None], (batch, kv_heads)))
   scores = put(jnp.where(real[:, None, None], accumulated[:, :capacity], scores), accumulated[:, capacity])
   return (arrays, slot_positions, scores), out

@@ -183,7 +183,7 @@ def source_valid(tokens: jax.Array, lengths: jax.Array | None) -> jax.Array:
 class EncoderDecoderCache:
   """What decoding steps need: the decoder's own keys and values, and its source, encoded and projected once."""
 
-  self_attention: kv_cache.KVCache  # [decoder layers, batch, capacity, kv_heads, key_dim | head_dim], per CacheSpec
+  self_attention: kv_cache.KVCache  # [decoder layers, batch, kv_heads, capacity, key_dim | head_dim], per CacheSpec
   cross_key: jax.Array  # [decoder layers, batch, source, kv_heads, key_dim]: each layer's projection of the memory
   cross_value: jax.Array  # [decoder layers, batch, source, kv_heads, head_dim]
   encoder_valid: jax.Array  # [batch, source] bool: the source's real tokens

@@ -93,7 +93,7 @@ def run() -> list[str]:
 
   model, params = decode.gpt2_bench_model(NEW_TOKENS)
   cfg = model.config
-  cache_shape = (cfg.num_layers, 1, decode.PROMPT_TOKENS + NEW_TOKENS, cfg.kv_heads, cfg.head_dim)
+  cache_shape = (cfg.num_layers, 1, cfg.kv_heads, decode.PROMPT_TOKENS + NEW_TOKENS, cfg.head_dim)
   lines = [
       f"GPT-2 bench shape (6 layers, width 384, vocabulary 8192), greedy decoding, batch 1, jax {jax.__version__} on "
       f"{jax.default_backend()}: the weight matrices in the decode loop's state, and the conversions of a whole "

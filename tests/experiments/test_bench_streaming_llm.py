@@ -63,7 +63,7 @@ def test_the_report_has_a_row_per_block_then_cache_full_and_overall(setup):
   blocks = ["| [0, 8)", "| [8, 16)", "| [16, 24)", "| [24, 32)", "| [32, 39)"]
   assert labels == [*blocks, "| cache full: [8, 39)", "| all [0, 39)"]
   first_block = [float(cell) for cell in lines[2].strip("| ").split(" | ")[1:]]
-  assert max(first_block) - min(first_block) < 1e-2  # every cache holds the whole first block
+  assert max(first_block) / min(first_block) - 1 < 1e-4  # every cache holds the whole first block
   verdict = streaming_llm.verdict(nlls, CACHE)
   assert verdict.startswith("ours, once the cache is full: perplexity relative to dense: window ")
 

@@ -31,8 +31,10 @@ def tiny(preset: str, scan_layers: bool = False):
 
 
 def assert_close(ours, reference):
-  """Equal up to float32 rounding: the cache sums over its capacity, the full pass over the sequence."""
-  assert float(jnp.max(jnp.abs(ours - reference)) / jnp.max(jnp.abs(reference))) < 1e-5
+  """Equal up to float32 rounding: the cache sums over its capacity, the full pass over the sequence, in other
+  orders; weights at 8x their initial scale make the attention nearly one-hot, which magnifies the difference (at
+  most 2.5e-5 measured, gpt2 scanned). A wrong key, slot or mask moves a logit by far more."""
+  assert float(jnp.max(jnp.abs(ours - reference)) / jnp.max(jnp.abs(reference))) < 5e-5
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])

@@ -196,7 +196,7 @@ def test_the_key_size_sizes_queries_keys_and_the_cache_and_only_them():
   # Per token: a key of 6 and a value of 4 per layer and KV head.
   assert config.kv_cache_bytes_per_token(2) == 2 * 2 * (6 + 4) * 2
   cache = decoder_lm.init_cache(config, 1, 5)
-  assert cache.key.shape == (2, 1, 5, 2, 6) and cache.value.shape == (2, 1, 5, 2, 4)
+  assert cache.key.shape == (2, 1, 2, 5, 6) and cache.value.shape == (2, 1, 2, 5, 4)  # head-major
   assert cache.nbytes() == 5 * config.kv_cache_bytes_per_token(4) + 4  # float32, and the row's length
   # Training FLOPs: 6N for the weights, and 3 L T per query/key and per value dim of every head (q k^T, then v).
   context = 32

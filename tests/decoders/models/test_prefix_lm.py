@@ -17,7 +17,7 @@ from decoders.models import decoder_lm
 VOCAB, LENGTH = 37, 24
 PROMPT_LENGTHS = (5, 11)  # rows of different lengths, right-padded in the prefill
 SHAPES = {"gpt2": {}, "llama": dict(num_kv_heads=2)}  # learned positions and MHA; RoPE and GQA
-EXACT = 1e-5  # float32 rounding: the cache sums over its slots, the full pass over the sequence
+EXACT = 3e-5  # float32 rounding: the cache sums over its slots, the full pass over the sequence, in other orders
 
 
 def tiny(preset: str = "llama", scan_layers: bool = False, seed: int = 0, scale: float = 8.0, **overrides):
