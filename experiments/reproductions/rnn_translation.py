@@ -16,7 +16,7 @@ import ml_collections
 
 from configs import translation
 from experiments.reproductions.base import Ablation, Claim, Run
-from experiments.reproductions.claims import Higher, HoldsWithLength, Lower
+from experiments.reproductions.claims import BLEU_MARGIN, Higher, HoldsWithLength, Lower
 
 STEPS, QUICK_STEPS = 4000, 300
 COLUMNS = ("non_embedding_params", "validation_loss", "bleu", "chrf", "tokens_per_second", "wall_seconds")
@@ -62,7 +62,7 @@ BAHDANAU = Ablation(
         Claim(
             "RNNsearch outperforms RNNencdec (BLEU on all test sentences: 26.75 against 17.82 for the -50 models)",
             "Bahdanau et al. 2015, Table 1",
-            Higher("bleu", run="additive", than="fixed_context"),
+            Higher("bleu", run="additive", than="fixed_context", margin=BLEU_MARGIN),
         ),
     ),
     columns=COLUMNS,
@@ -83,12 +83,12 @@ LUONG = Ablation(
         Claim(
             "For global attention, dot works better than general (BLEU 18.6 against 17.3; perplexity 6.1 for both)",
             "Luong et al. 2015, sec. 4.4 and Table 4",
-            Higher("bleu", run="dot", than="general"),
+            Higher("bleu", run="dot", than="general", margin=BLEU_MARGIN),
         ),
         Claim(
             "concat \"did not yield good performances\" (footnote 9): below dot",
             "Luong et al. 2015, sec. 3.1, footnote 9",
-            Higher("bleu", run="dot", than="concat"),
+            Higher("bleu", run="dot", than="concat", margin=BLEU_MARGIN),
         ),
     ),
     columns=COLUMNS,
@@ -111,7 +111,7 @@ SUTSKEVER = Ablation(
         Claim(
             "Reversing the source raises test BLEU from 25.9 to 30.6",
             "Sutskever et al. 2014, sec. 3.3",
-            Higher("bleu", run="reversed", than="forward"),
+            Higher("bleu", run="reversed", than="forward", margin=BLEU_MARGIN),
         ),
         Claim(
             "… and lowers the test perplexity from 5.8 to 4.7",
@@ -166,12 +166,12 @@ BENGIO = Ablation(
             "Scheduled sampling (inverse sigmoid decay) beats the teacher-forced baseline: image captioning BLEU-4 "
             "30.6 against 28.8",
             "Bengio et al. 2015, Table 1",
-            Higher("bleu", run="inverse_sigmoid", than="teacher_forcing"),
+            Higher("bleu", run="inverse_sigmoid", than="teacher_forcing", margin=BLEU_MARGIN),
         ),
         Claim(
             "Always sampling from the model, from the start, does much worse (BLEU-4 11.2)",
             "Bengio et al. 2015, Table 1",
-            Higher("bleu", run="teacher_forcing", than="always_sampling"),
+            Higher("bleu", run="teacher_forcing", than="always_sampling", margin=BLEU_MARGIN),
         ),
     ),
     columns=COLUMNS,

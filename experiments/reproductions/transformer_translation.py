@@ -13,7 +13,7 @@ import ml_collections
 
 from configs import translation
 from experiments.reproductions.base import Ablation, Claim, Run
-from experiments.reproductions.claims import Exceeds, Higher, Paired
+from experiments.reproductions.claims import BLEU_MARGIN, Exceeds, Higher, Paired
 
 STEPS, QUICK_STEPS = 3000, 300
 COLUMNS = ("non_embedding_params", "validation_loss", "bleu", "chrf", "tokens_per_second", "wall_seconds")
@@ -212,17 +212,17 @@ T5 = Ablation(
         Claim(
             "The encoder-decoder outperforms the decoder-only language model of the same compute",
             "Raffel et al. 2020, sec. 3.2.4 and Table 2",
-            Higher("bleu", run="encoder_decoder", than="language_model"),
+            Higher("bleu", run="encoder_decoder", than="language_model", margin=BLEU_MARGIN),
         ),
         Claim(
             "… and the prefix LM of the same compute",
             "Raffel et al. 2020, sec. 3.2.4 and Table 2",
-            Higher("bleu", run="encoder_decoder", than="prefix_lm"),
+            Higher("bleu", run="encoder_decoder", than="prefix_lm", margin=BLEU_MARGIN),
         ),
         Claim(
             "A prefix LM, fully visible over its input, beats a causal language model of the same size",
             "Raffel et al. 2020, sec. 3.2.4 and Table 2",
-            Higher("bleu", run="prefix_lm", than="language_model"),
+            Higher("bleu", run="prefix_lm", than="language_model", margin=BLEU_MARGIN),
         ),
     ),
     columns=COLUMNS,

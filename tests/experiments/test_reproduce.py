@@ -20,7 +20,7 @@ from configs import shakespeare_char
 from experiments import inspection, reproduce, reproductions, train
 from experiments.errors import UserError
 from experiments.reproductions import base as base_lib
-from experiments.reproductions.claims import Exceeds, Higher, HoldsWithLength, Paired, Shrinks
+from experiments.reproductions.claims import BLEU_MARGIN, Exceeds, Higher, HoldsWithLength, Paired, Shrinks
 from experiments.tasks import language_model
 
 CLAIM = "A wider feed-forward layer lowers the loss"
@@ -201,6 +201,13 @@ def test_verdicts_compare_runs_that_differ_only_in_the_claimed_factor():
 
 # The reproductions whose runs compare models of (nearly) the same size.
 EQUAL_PARAMETERS = ("shakespeare_char", "transformer_variants", "sutskever2014", "bengio2015")
+
+
+def test_a_bleu_difference_within_the_margin_is_no_difference():
+  runs = [{"name": name, "levels": {}, "metrics": {"bleu": bleu}} for name, bleu in (("a", 12.3), ("b", 12.0))]
+  assert Higher("bleu", run="a", than="b").judge(runs).agrees is True
+  within = Higher("bleu", run="a", than="b", margin=BLEU_MARGIN).judge(runs)
+  assert within.agrees is False and "(+0.30; higher means by more than 0.5)" in within.measured
 
 
 def test_translation_verdicts_read_bleu_overall_by_length_and_by_beam_width():

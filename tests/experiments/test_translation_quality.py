@@ -34,8 +34,8 @@ def test_each_family_keeps_its_best_full_en_de_run():
 
   text = quality.section(documents)
   transformer_claim, long_claim = [line for line in text.splitlines() if "**" in line]  # the verdicts, in order
-  assert "Transformer 28.00 against RNN + attention 31.50 (-3.50) | **does not agree**" in transformer_claim
-  assert "RNN + attention 15.00 against RNN, fixed context 3.00 (+12.00) | **agrees**" in long_claim
+  assert "Transformer 28.00 against RNN + attention 31.50 (-3.50; higher means by more than 0.5) | **does not agree**" in transformer_claim
+  assert "RNN + attention 15.00 against RNN, fixed context 3.00 (+12.00; higher means by more than 0.5) | **agrees**" in long_claim
   assert "| Transformer | 28.00 | 50.00 | 15.00 | `beam_search / base` | 100 | 1 min 01 s | cpu |" in text
 
 
