@@ -95,6 +95,7 @@ def _h2o_step(cache, window: int, state, inputs):
   priority = jnp.where(slot_positions < 0, -jnp.inf, jnp.where(recent, jnp.inf, accumulated[:, :capacity]))
   target = jnp.where(real[:, None], jnp.argmin(priority, axis=1), capacity)  # [batch, kv_heads]; padding: dropped
   rows, kv = jnp.arange(batch)[:, None], jnp.arange(kv_heads)[None]
+  # The keys and values are head-major, [row, head, slot]; the slot positions and scores [row, slot, head].
   put = lambda full, part: full.at[rows, target, kv].set(part, mode="drop")
   arrays = jax.tree.map(lambda full, part: full.at[rows, kv, target].set(part, mode="drop"), arrays, new)
   slot_positions = put(slot_positions, jnp.broadcast_to(position[:, None], (batch, kv_heads)))
