@@ -4,6 +4,7 @@
     python -m experiments.reproduce transformer_variants --quick    # the same grid, small: < 10 min
     python -m experiments.reproduce shakespeare_char                # the `make run` job beside nanoGPT's numbers
     python -m experiments.reproduce smollm2_shakespeare             # a pretrained model before and after fine-tuning
+    python -m experiments.reproduce vaswani2017 --runs=base,heads_1  # two runs now; the rest recorded or left to do
     python -m experiments.reproduce --regenerate                    # REPRODUCTIONS.md from reproductions/*/results.json
 
 NAME is one of experiments/reproductions (ABLATIONS). Each of its runs trains in
@@ -13,7 +14,11 @@ whose config.json is the run's config is done and is not trained again; any othe
 resumes from its newest checkpoint, as run.py would (a run of train.num_steps=0 only
 evaluates and samples its initial, e.g. pretrained, weights). So a sweep stopped anywhere
 (Ctrl-C checkpoints the run in progress) goes on where it stopped when the same
-command is given again. Every run reports its final held-out loss, tokens/s, and its
+command is given again. A sweep longer than one sitting on one machine can be spread
+over several, the committed results carrying it: `--runs=a,b` trains only those runs;
+each other one is taken from the workdir if done there, else from the committed
+reproductions/NAME/results.json if it holds that run with the same base config,
+overrides and steps, and is otherwise listed as not run yet (its claims "not measured"). Every run reports its final held-out loss, tokens/s, and its
 model's non-embedding parameters and KV-cache bytes per token (`--mode=inspect`'s
 numbers); a task that generates (translation) adds its BLEU and chrF.
 
@@ -36,6 +41,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 
 import jax
 import tqdm
@@ -61,6 +67,9 @@ COMPILE_ROWS = 1  # the first train row's window includes compiling the step: le
 
 _QUICK = flags.DEFINE_bool("quick", False, "Run the reproduction's small version (minutes, not an hour).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs train; default workdirs/reproduce/NAME[-quick].")
+_RUNS = flags.DEFINE_list(
+    "runs", None, "Train only these runs now; take the others from the workdir or the committed results, if there."
+)
 _REGENERATE = flags.DEFINE_bool("regenerate", False, f"Run nothing; rewrite {REPORT} from {RESULTS_DIR}/*/{RESULTS_FILE}.")
 
 
@@ -198,24 +207,58 @@ def _describe(result: dict) -> str:
   return f"{METRICS[loss][0]} {shown[loss]}{bleu}, {METRICS[rate][0]} {shown[rate]}, {shown['wall_seconds']}"
 
 
-def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dict]]:
-  """Trains every run not done yet, in order; returns (the base config as a dict, each run's summary)."""
+def _as_json(value):
+  """`value` as results.json holds it (tuples as lists, ...), so that a recorded run compares equal to a defined one."""
+  return json.loads(json.dumps(value))
+
+
+def recorded_runs(ablation: Ablation, quick: bool, base_json: dict, results_dir: str) -> dict[str, dict]:
+  """The runs of the committed results.json of `ablation`, by name, if its base config is `base_json`; else none."""
+  path = os.path.join(results_dir, folder_name(ablation, quick), RESULTS_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    document = json.load(f)
+  return {run["name"]: run for run in document["runs"]} if document["base_config"] == base_json else {}
+
+
+def sweep(
+    ablation: Ablation, quick: bool, workdir: str, only: Sequence[str] | None = None, results_dir: str = RESULTS_DIR
+) -> tuple[dict, list[dict], list[str]]:
+  """Trains every run not done yet, in order, or of those only the runs named in `only`, taking the others from the
+  workdir or `results_dir` (module docstring); returns (the base config as a dict, each run's summary, the names of
+  the runs still to train)."""
   base = ablation.base_config(quick)
+  base_json = json.loads(base.to_json())
   runs = resolve_run_dirs(ablation.runs(base), workdir)
+  unknown = sorted(set(only or ()) - {run.name for run in runs})
+  if unknown:
+    raise UserError(f"--runs: {', '.join(unknown)} not runs of {ablation.name} ({', '.join(r.name for r in runs)})")
+  recorded = recorded_runs(ablation, quick, base_json, results_dir) if only is not None else {}
   configs = [run_config(run.base_config(quick) if run.base_config else base, run) for run in runs]
   for run, config in zip(runs, configs):  # every run's mistakes surface now, not an hour in
     try:
       train.check_config(config)
     except USER_ERRORS as error:
       raise UserError(f"run {run.name}: {error}") from None
-  results = []
+  results, pending = [], []
   with tqdm.tqdm(total=len(runs), unit="run", desc=folder_name(ablation, quick), dynamic_ncols=True) as bar:
     for index, (run, config) in enumerate(zip(runs, configs), start=1):
       run_dir = os.path.join(workdir, run.name)
       head = f"[{index}/{len(runs)}] {run.name}"
+      kept = recorded.get(run.name)
       if is_done(config, run_dir):
         result = summarize_run(config, run, run_dir)
         bar.write(f"{head}: done before: {_describe(result)}")
+      elif only is not None and run.name not in only:
+        if kept and kept["overrides"] == _as_json(dict(run.overrides)) and kept["steps"] == config.train.num_steps:
+          result = kept
+          bar.write(f"{head}: recorded in {results_dir}: {_describe(result)}")
+        else:
+          pending.append(run.name)
+          bar.write(f"{head}: not run now (--runs)")
+          bar.update()
+          continue
       else:
         bar.write(f"{head}: training, output in {os.path.join(run_dir, LOG_FILE)}")
         try:
@@ -229,7 +272,7 @@ def sweep(ablation: Ablation, quick: bool, workdir: str) -> tuple[dict, list[dic
         bar.write(f"{head}: {_describe(result)}")
       results.append(result)
       bar.update()
-  return json.loads(base.to_json()), results
+  return base_json, results, pending
 
 
 def write_results(ablation: Ablation, document: dict, workdir: str, results_dir: str) -> str:
@@ -248,8 +291,11 @@ def write_results(ablation: Ablation, document: dict, workdir: str, results_dir:
   for run in document["runs"]:  # each run's pictures of what its model makes, as report.figure_path names them
     for name in run.get("figures", []):
       destination = os.path.join(folder, report.figure_path(run["name"], name))
+      source = os.path.join(run["workdir"], figures.FOLDER, name)
+      if not os.path.exists(source) and os.path.exists(destination):
+        continue  # a run taken from the committed results (--runs): its figures are there already
       os.makedirs(os.path.dirname(destination), exist_ok=True)
-      shutil.copy(os.path.join(run["workdir"], figures.FOLDER, name), destination)
+      shutil.copy(source, destination)
   return folder
 
 
@@ -278,13 +324,21 @@ def regenerate(results_dir: str = RESULTS_DIR, path: str = REPORT) -> str:
 
 
 def reproduce(
-    ablation: Ablation, quick: bool, workdir: str | None = None, results_dir: str = RESULTS_DIR, path: str = REPORT
+    ablation: Ablation,
+    quick: bool,
+    workdir: str | None = None,
+    results_dir: str = RESULTS_DIR,
+    path: str = REPORT,
+    only: Sequence[str] | None = None,
 ) -> dict:
-  """Runs what of `ablation` is not done yet, writes its results, regenerates `path`; returns results.json's content."""
+  """Runs what of `ablation` is not done yet (of it, `only` these runs: see `sweep`), writes its results, regenerates
+  `path`; returns results.json's content."""
   workdir = workdir or os.path.join("workdirs", "reproduce", folder_name(ablation, quick))
   workdir_lib.make_directory(workdir, "--workdir")
-  base, runs = sweep(ablation, quick, workdir)
-  document = dict(name=ablation.name, quick=quick, command=command(ablation, quick), base_config=base, runs=runs)
+  base, runs, pending = sweep(ablation, quick, workdir, only, results_dir)
+  document = dict(
+      name=ablation.name, quick=quick, command=command(ablation, quick), base_config=base, runs=runs, pending=pending
+  )
   folder = write_results(ablation, document, workdir, results_dir)
   regenerate(results_dir, path)
   print(report.table(ablation, document))
@@ -305,7 +359,7 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError(usage)
   try:
-    reproduce(reproductions.lookup(argv[1]), _QUICK.value, _WORKDIR.value)
+    reproduce(reproductions.lookup(argv[1]), _QUICK.value, _WORKDIR.value, only=_RUNS.value)
   except USER_ERRORS as error:
     sys.exit(f"error: {error}")
   except preemption.Interrupted as error:

@@ -66,7 +66,12 @@ def provenance(document: Mapping[str, Any]) -> str:
   when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "not recorded"
   steps = sorted({run["steps"] for run in runs})
   size = f"{len(runs)} run{'s' if len(runs) > 1 else ''} of {', '.join(f'{s:,}' for s in steps)} steps"
-  return f"Command: `{document['command']}`; {size}; machine: {'; '.join(machines)}; date: {when}."
+  line = f"Command: `{document['command']}`; {size}; machine: {'; '.join(machines)}; date: {when}."
+  pending = document.get("pending", [])
+  if pending:  # a sweep spread over sittings (--runs): what is left, and the command that trains it
+    names = ", ".join(f"`{name}`" for name in pending)
+    line += f" Not run yet: {names} (`{document['command']} --runs={','.join(pending)}`)."
+  return line
 
 
 def table(ablation: Ablation, document: Mapping[str, Any]) -> str:

@@ -178,6 +178,30 @@ def test_the_report_is_regenerated_from_results_files_alone(swept, tmp_path):
   assert "the quick version" not in full.split("## Tiny")[1]
 
 
+def test_runs_spread_over_sittings_take_the_others_from_the_committed_results(swept, tiny, trained_runs, tmp_path):
+  document, paths, _ = swept
+  later = _paths(tmp_path)  # another machine: the committed results, and a workdir holding the first run only
+  shutil.copytree(paths["results_dir"], later["results_dir"])
+  shutil.copytree(os.path.join(paths["workdir"], "narrow"), os.path.join(later["workdir"], "narrow"))
+  resumed = reproduce.reproduce(tiny, quick=False, only=["narrow"], **later)
+  assert trained_runs == []  # narrow is done in the workdir; wide comes from the committed results.json
+  assert resumed["runs"][1] == document["runs"][1] and resumed["pending"] == []
+  with pytest.raises(UserError, match=r"--runs: mlp_huge not runs of tiny \(narrow, wide\)"):
+    reproduce.reproduce(tiny, quick=False, only=["mlp_huge"], **later)
+  # Recorded under another base config, the wide run is not taken: the report says what is left, and how to run it.
+  committed = os.path.join(later["results_dir"], "tiny", "results.json")
+  with open(committed) as f:
+    recorded = json.load(f)
+  with open(committed, "w") as f:
+    json.dump({**recorded, "base_config": {**recorded["base_config"], "seed": -1}}, f)
+  partial = reproduce.reproduce(tiny, quick=False, only=["narrow"], **later)
+  assert trained_runs == [] and [run["name"] for run in partial["runs"]] == ["narrow"]
+  with open(later["path"]) as f:
+    section = f.read().split("## Tiny")[1]
+  assert "Not run yet: `wide` (`python -m experiments.reproduce tiny --runs=wide`)" in section
+  assert "not measured here" in section.split(CLAIM)[1].split("\n")[0]
+
+
 def test_verdicts_compare_runs_that_differ_only_in_the_claimed_factor():
   def run(position, attention, loss, cache):
     levels = {"positions": position, "attention": attention}
