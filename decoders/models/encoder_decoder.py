@@ -184,13 +184,19 @@ class EncoderDecoderCache:
   """What decoding steps need: the decoder's own keys and values, and its source, encoded and projected once."""
 
   self_attention: kv_cache.KVCache  # [decoder layers, batch, kv_heads, capacity, key_dim | head_dim], per CacheSpec
-  cross_key: jax.Array  # [decoder layers, batch, source, kv_heads, key_dim]: each layer's projection of the memory
-  cross_value: jax.Array  # [decoder layers, batch, source, kv_heads, head_dim]
+  # Head-major, as the self-attention cache (kv_cache.KVCache): position-major keys would be copied into this order
+  # by every layer on every step. `memory_of` swaps them back for the attention, inside whose matmuls the swap cancels.
+  cross_key: jax.Array  # [decoder layers, batch, kv_heads, source, key_dim]: each layer's projection of the memory
+  cross_value: jax.Array  # [decoder layers, batch, kv_heads, source, head_dim]
   encoder_valid: jax.Array  # [batch, source] bool: the source's real tokens
 
   @property
   def lengths(self) -> jax.Array:
     return self.self_attention.lengths
+
+  def memory_of(self, layer: int) -> tuple[jax.Array, jax.Array]:
+    """Decoder layer `layer`'s cross-attention keys [batch, source, kv_heads, key_dim] and values [..., head_dim]."""
+    return jnp.swapaxes(self.cross_key[layer], 1, 2), jnp.swapaxes(self.cross_value[layer], 1, 2)
 
   def select_rows(self, rows: jax.Array) -> "EncoderDecoderCache":
     """The cache of rows `rows` [new_batch] (beam search: reorder and expand hypotheses), sources included."""
@@ -364,16 +370,16 @@ class TransformerStack(nn.Module):
     bias = self.self_attention_bias(layer_cache.positions, layer_cache.cache.capacity)
     memory_mask = masks.padding_mask(cache.encoder_valid)
     for i, block in enumerate(self.blocks):
-      layer_cache, memory = layer_cache.replace(layer=i), (cache.cross_key[i], cache.cross_value[i])
+      layer_cache, memory = layer_cache.replace(layer=i), cache.memory_of(i)
       x, layer_cache, _ = block(x, None, bias, deterministic=True, cache=layer_cache, memory=memory,
                                 memory_mask=memory_mask)
     return self.final(x), layer_cache
 
   def project_memory(self, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every layer's cross-attention keys and values of the memory, stacked: [layers, b, s, kv_heads, key_dim] and
-    [layers, b, s, kv_heads, head_dim]."""
+    """Every layer's cross-attention keys and values of the memory, stacked head-major (EncoderDecoderCache):
+    [layers, b, kv_heads, s, key_dim] and [layers, b, kv_heads, s, head_dim]."""
     keys, values = zip(*(block.project_memory(memory) for block in self.blocks))
-    return jnp.stack(keys), jnp.stack(values)
+    return jnp.swapaxes(jnp.stack(keys), 2, 3), jnp.swapaxes(jnp.stack(values), 2, 3)
 
 
 class EncoderDecoder(nn.Module):

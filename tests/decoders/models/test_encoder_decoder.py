@@ -96,7 +96,7 @@ def test_a_key_size_sizes_the_cross_attention_keys_and_the_decoder_cache():
   source, target = tokens((2, 10), 4), tokens((2, 20), 5)
   full = method(model, "__call__")(params, source, target, encoder_lengths=SOURCE_LENGTHS)
   cache = method(model, "decoding_cache", 2, 32, CacheSpec(quantization="int4"))(params, source, SOURCE_LENGTHS)
-  assert cache.cross_key.shape == (2, 2, 10, 4, 4) and cache.cross_value.shape == (2, 2, 10, 4, 8)
+  assert cache.cross_key.shape == (2, 2, 4, 10, 4) and cache.cross_value.shape == (2, 2, 4, 10, 8)  # head-major
   assert cache.self_attention.key.shape[-1] == 2 and cache.self_attention.value.shape[-1] == 4  # two per byte
   logits, _ = method(model, "tokens_to_logits")(params, target, cache)
   assert_close(logits, full, tolerance=0.25)  # int4 (tests/decoders/layers/test_kv_cache.py: QUANTISED)
