@@ -53,7 +53,9 @@ def machine() -> str:
     cpu += next((f" with {simd.upper()}" for simd in ("avx512f", "avx2") if simd in flags), "")
   except (OSError, StopIteration):
     pass
-  return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {jax.default_backend()}"
+  backend = jax.default_backend()
+  accelerator = "" if backend == "cpu" else f" ({len(jax.devices())} x {jax.devices()[0].device_kind})"
+  return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {backend}{accelerator}"
 
 
 def peak_memory_line() -> str:

@@ -57,7 +57,7 @@ def _find(runs: Sequence[RunResult], name: str) -> RunResult | None:
 class Paired:
   """`metric` at `levels` minus at `baseline`, averaged over the pairs of runs that differ only there.
 
-  expect="lower": agrees if the mean difference is negative; "close": if its magnitude
+  expect="lower": agrees if the mean difference is below -`margin`; "close": if its magnitude
   is at most `tolerance`.
   """
 
@@ -66,6 +66,7 @@ class Paired:
   baseline: Mapping[str, str]
   expect: str  # "lower" | "close"
   tolerance: float = 0.0
+  margin: float = 0.0  # "lower": by more than this (BLEU_MARGIN for BLEU)
 
   def __post_init__(self):
     if self.expect not in ("lower", "close"):
@@ -89,7 +90,8 @@ class Paired:
           f" lower in {lower} of {len(pairs)}"
       )
     if self.expect == "lower":
-      return Verdict(measured, mean < 0)
+      needed = f"; lower means by more than {self.margin:g}" if self.margin > 0 else ""
+      return Verdict(measured + needed, mean < -self.margin)
     return Verdict(f"{measured}; close means within ±{self.tolerance}", abs(mean) <= self.tolerance)
 
 

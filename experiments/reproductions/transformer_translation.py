@@ -80,8 +80,10 @@ def vaswani_runs(base: ml_collections.ConfigDict) -> list[Run]:
 
 
 def _worse(factor: str, level: str, base_level: str, claim: str, source: str) -> Claim:
-  """A Table 3 claim that the run at `level` of `factor` translates worse (lower BLEU) than the base."""
-  return Claim(claim, source, Paired("bleu", {factor: level}, {factor: base_level}, expect="lower"))
+  """A Table 3 claim that the run at `level` of `factor` translates worse (lower BLEU, by more than BLEU_MARGIN) than
+  the base."""
+  worse = Paired("bleu", {factor: level}, {factor: base_level}, expect="lower", margin=BLEU_MARGIN)
+  return Claim(claim, source, worse)
 
 
 VASWANI = Ablation(

@@ -218,6 +218,9 @@ def test_verdicts_compare_runs_that_differ_only_in_the_claimed_factor():
   assert Shrinks(KV_CACHE, {"attention": "mqa"}, {"attention": "mha"}, factor=4).judge(runs).agrees is True
   assert Shrinks(KV_CACHE, {"attention": "mqa"}, {"attention": "mha"}, factor=2).judge(runs).agrees is False
   assert Paired(LOSS, {"positions": "alibi"}, {"positions": "learned"}, "lower").judge(runs).agrees is None
+  # Lower by more than a margin (BLEU's): the mean difference -0.05 is not.
+  within_noise = Paired(LOSS, {"positions": "rope"}, {"positions": "learned"}, "lower", margin=0.1).judge(runs)
+  assert within_noise.agrees is False and "lower means by more than 0.1" in within_noise.measured
   # A claim judged within one level of another factor: the mqa pair alone, where rope is worse.
   within_mqa = Paired(LOSS, {"attention": "mqa", "positions": "rope"}, {"positions": "learned"}, "lower").judge(runs)
   assert within_mqa.agrees is False and "+0.1000" in within_mqa.measured and "pairs" not in within_mqa.measured
