@@ -1,7 +1,7 @@
 """The RNN papers' ablations on English→German LibreOffice translation (configs/translation.py:rnn).
 
     python -m experiments.reproduce bahdanau2015     # fixed context vs additive attention, BLEU by source length
-    python -m experiments.reproduce luong2015        # dot vs general vs concat (vs additive) scores
+    python -m experiments.reproduce luong2015        # dot vs general vs concat (= additive) scores
     python -m experiments.reproduce sutskever2014    # the fixed-context LSTM reading its source forwards or reversed
     python -m experiments.reproduce bengio2015       # teacher forcing vs scheduled sampling, each decay
     (each with --quick: a small model for a few hundred steps, minutes)
@@ -74,11 +74,14 @@ LUONG = Ablation(
     title="Luong et al. 2015: attention scores — dot, general, concat (and Bahdanau's additive)",
     summary=(
         "The `luong2015` preset (a 2-layer LSTM, input feeding, reversed source, global attention) with each "
-        "score of sec. 3.1, and Bahdanau's additive one, on English→German LibreOffice sentences."
+        "score of sec. 3.1, on English→German LibreOffice sentences. Bahdanau's additive score is the concat row: "
+        "v^T tanh(W [s; h]) = v^T tanh(W_s s + W_h h), one function (`decoders/layers/alignment.py`), so a run "
+        "with `model.attention=additive` repeats the concat run from the same initialisation, number for number. "
+        "The two papers' models differ elsewhere (which decoder state scores the source), not in the score."
     ),
     base_config=lambda quick: base_config("luong2015", quick, attention="general"),
     runs=lambda base: [Run(score, {"model.attention": score}, {"score": score})
-                       for score in ("dot", "general", "concat", "additive")],
+                       for score in ("dot", "general", "concat")],
     claims=(
         Claim(
             "For global attention, dot works better than general (BLEU 18.6 against 17.3; perplexity 6.1 for both)",
