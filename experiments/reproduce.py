@@ -18,9 +18,11 @@ command is given again. A sweep longer than one sitting on one machine can be sp
 over several, the committed results carrying it: `--runs=a,b` trains only those runs;
 each other one is taken from the workdir if done there, else from the committed
 reproductions/NAME/results.json if it holds that run with the same base config,
-overrides and steps, and is otherwise listed as not run yet (its claims "not measured"). Every run reports its final held-out loss, tokens/s, and its
-model's non-embedding parameters and KV-cache bytes per token (`--mode=inspect`'s
-numbers); a task that generates (translation) adds its BLEU and chrF.
+overrides and steps, and is otherwise listed as not run yet (its claims "not measured").
+
+Every run reports its final held-out loss, tokens/s, and its model's non-embedding
+parameters and KV-cache bytes per token (`--mode=inspect`'s numbers); a task that
+generates (translation) adds its BLEU and chrF.
 
 Then, from the runs' metrics.jsonl: <workdir>/results.json (per run: overrides,
 metrics, loss curves, machine, date, steps; the command), table.md and PNG plots,
@@ -222,6 +224,14 @@ def recorded_runs(ablation: Ablation, quick: bool, base_json: dict, results_dir:
   return {run["name"]: run for run in document["runs"]} if document["base_config"] == base_json else {}
 
 
+def _recorded_as_defined(recorded: dict[str, dict], run: Run, config) -> dict | None:
+  """`run`'s entry of `recorded` if it ran as `run` is defined now (the same overrides and steps); else None."""
+  kept = recorded.get(run.name)
+  if kept and kept["overrides"] == _as_json(dict(run.overrides)) and kept["steps"] == config.train.num_steps:
+    return kept
+  return None
+
+
 def sweep(
     ablation: Ablation, quick: bool, workdir: str, only: Sequence[str] | None = None, results_dir: str = RESULTS_DIR
 ) -> tuple[dict, list[dict], list[str]]:
@@ -246,13 +256,12 @@ def sweep(
     for index, (run, config) in enumerate(zip(runs, configs), start=1):
       run_dir = os.path.join(workdir, run.name)
       head = f"[{index}/{len(runs)}] {run.name}"
-      kept = recorded.get(run.name)
       if is_done(config, run_dir):
         result = summarize_run(config, run, run_dir)
         bar.write(f"{head}: done before: {_describe(result)}")
       elif only is not None and run.name not in only:
-        if kept and kept["overrides"] == _as_json(dict(run.overrides)) and kept["steps"] == config.train.num_steps:
-          result = kept
+        result = _recorded_as_defined(recorded, run, config)
+        if result is not None:
           bar.write(f"{head}: recorded in {results_dir}: {_describe(result)}")
         else:
           pending.append(run.name)
