@@ -69,6 +69,17 @@ def summary(carried) -> tuple[float, str]:
   return nbytes, ", ".join(f"{dtype} x {count}" for dtype, count in counts.most_common())
 
 
+def cache_shape(config) -> tuple[int, ...]:
+  """The shape of the keys of the KV cache the decode loop of `compiled_decode_text` carries, as the model lays it out
+  (allocated nowhere)."""
+  import jax
+
+  from decoders.models import decoder_lm
+
+  capacity = decode.PROMPT_TOKENS + NEW_TOKENS
+  return jax.eval_shape(lambda: decoder_lm.init_cache(config, 1, capacity)).key.shape
+
+
 def compiled_decode_text(model, params, cache_dtype: str = "") -> str:
   """The optimised HLO of greedy decoding of one 32-token prompt by NEW_TOKENS (generation.generate's loop), with a
   cache of `cache_dtype` ("": the compute dtype)."""
@@ -92,8 +103,7 @@ def run() -> list[str]:
   import jax
 
   model, params = decode.gpt2_bench_model(NEW_TOKENS)
-  cfg = model.config
-  cache_shape = (cfg.num_layers, 1, cfg.kv_heads, decode.PROMPT_TOKENS + NEW_TOKENS, cfg.head_dim)
+  shape = cache_shape(model.config)
   lines = [
       f"GPT-2 bench shape (6 layers, width 384, vocabulary 8192), greedy decoding, batch 1, jax {jax.__version__} on "
       f"{jax.default_backend()}: the weight matrices in the decode loop's state, and the conversions of a whole "
@@ -112,7 +122,7 @@ def run() -> list[str]:
     carried_bytes, kinds = summary(carried_weights(decode_loop_state(text), [x.size for x in matrices]))
     cache = cache_dtype or formatted_model.config.dtype
     lines.append(f"| {name} | {cache} | {stored / 1e6:.1f} MB | {carried_bytes / 1e6:.1f} MB | {kinds} | "
-                 f"{cache_conversions(text, cache_shape)} |")
+                 f"{cache_conversions(text, shape)} |")
   lines.append("a matrix carried in another dtype than stored was converted once before the loop; every token "
                "reads it in that dtype")
   lines.append("a whole-cache conversion reads and writes every layer's keys or values: XLA:CPU converts a bfloat16 "

@@ -56,7 +56,8 @@ def test_a_float32_cache_spares_a_bfloat16_model_the_conversions_of_the_whole_ca
   model = decoder_lm.DecoderLM(cfg)
   params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
   model, params = smollm2_decode.ours_in("bf16", model, params)
-  shape = (cfg.num_layers, 1, cfg.kv_heads, decode.PROMPT_TOKENS + loop_reads.NEW_TOKENS, cfg.head_dim)
+  shape = loop_reads.cache_shape(cfg)
+  assert shape == (cfg.num_layers, 1, cfg.kv_heads, decode.PROMPT_TOKENS + loop_reads.NEW_TOKENS, cfg.head_dim)
   assert loop_reads.cache_conversions(loop_reads.compiled_decode_text(model, params, "float32"), shape) == 0
   if jax.default_backend() == "cpu":  # why the float32 cache exists: XLA:CPU converts a bfloat16 one to write into it
     assert loop_reads.cache_conversions(loop_reads.compiled_decode_text(model, params), shape) > 0
