@@ -251,12 +251,15 @@ def sweep(
       train.check_config(config)
     except USER_ERRORS as error:
       raise UserError(f"run {run.name}: {error}") from None
+  done = [is_done(config, os.path.join(workdir, run.name)) for run, config in zip(runs, configs)]
+  to_train = sum(not was_done and (only is None or run.name in only) for run, was_done in zip(runs, done))
   results, pending = [], []
-  with tqdm.tqdm(total=len(runs), unit="run", desc=folder_name(ablation, quick), dynamic_ncols=True) as bar:
-    for index, (run, config) in enumerate(zip(runs, configs), start=1):
+  # The bar counts only the runs trained now, so that its rate and time left are not skewed by runs read back.
+  with tqdm.tqdm(total=to_train, unit="run", desc=folder_name(ablation, quick), dynamic_ncols=True) as bar:
+    for index, (run, config, was_done) in enumerate(zip(runs, configs, done), start=1):
       run_dir = os.path.join(workdir, run.name)
       head = f"[{index}/{len(runs)}] {run.name}"
-      if is_done(config, run_dir):
+      if was_done:
         result = summarize_run(config, run, run_dir)
         bar.write(f"{head}: done before: {_describe(result)}")
       elif only is not None and run.name not in only:
@@ -266,7 +269,6 @@ def sweep(
         else:
           pending.append(run.name)
           bar.write(f"{head}: not run now (--runs)")
-          bar.update()
           continue
       else:
         bar.write(f"{head}: training, output in {os.path.join(run_dir, LOG_FILE)}")
@@ -279,8 +281,8 @@ def sweep(
           raise UserError(f"run {run.name} in {run_dir}: {error}") from None
         result = summarize_run(config, run, run_dir)
         bar.write(f"{head}: {_describe(result)}")
+        bar.update()
       results.append(result)
-      bar.update()
   return base_json, results, pending
 
 
