@@ -61,7 +61,11 @@ def runs_table(ablation: Ablation, runs: Sequence[Mapping[str, Any]]) -> list[st
 def provenance(document: Mapping[str, Any]) -> str:
   """The command, machine(s), date(s) and size of the runs behind a results file."""
   runs = document["runs"]
-  machines = sorted({run["machine"] for run in runs if run.get("machine")}) or ["not recorded"]
+  on_machine: dict[str, list[str]] = {}  # a sweep spread over machines (--runs) names each machine's runs
+  for run in runs:
+    on_machine.setdefault(run.get("machine") or "not recorded", []).append(f"`{run['name']}`")
+  machines = [f"{machine} ({', '.join(names)})" if len(on_machine) > 1 else machine
+              for machine, names in on_machine.items()] or ["not recorded"]
   dates = sorted({run["date"] for run in runs if run.get("date")})
   when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "not recorded"
   steps = sorted({run["steps"] for run in runs})

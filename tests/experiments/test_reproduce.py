@@ -20,7 +20,8 @@ from configs import shakespeare_char
 from experiments import inspection, reproduce, reproductions, train
 from experiments.errors import UserError
 from experiments.reproductions import base as base_lib
-from experiments.reproductions.claims import BLEU_MARGIN, Exceeds, Higher, HoldsWithLength, Paired, Shrinks
+from experiments.reproductions import report
+from experiments.reproductions.claims import BLEU_MARGIN, Exceeds, Higher, HoldsWithLength, Lower, Paired, Shrinks
 from experiments.tasks import language_model
 
 CLAIM = "A wider feed-forward layer lowers the loss"
@@ -202,6 +203,16 @@ def test_runs_spread_over_sittings_take_the_others_from_the_committed_results(sw
   assert "not measured here" in section.split(CLAIM)[1].split("\n")[0]
 
 
+def test_provenance_names_each_machines_runs_when_a_sweep_spans_machines():
+  def run(name, machine):
+    return {"name": name, "machine": machine, "date": "2026-11-25", "steps": 10}
+
+  document = {"command": "python -m experiments.reproduce tiny", "runs": [run("a", "cpu box"), run("b", "cpu box")]}
+  assert "machine: cpu box; date" in report.provenance(document)
+  document["runs"].append(run("c", "gpu box"))
+  assert "machine: cpu box (`a`, `b`); gpu box (`c`); date" in report.provenance(document)
+
+
 def test_verdicts_compare_runs_that_differ_only_in_the_claimed_factor():
   def run(position, attention, loss, cache):
     levels = {"positions": position, "attention": attention}
@@ -354,3 +365,20 @@ def test_an_image_sweep_reports_per_image_metrics_and_copies_each_runs_figures(d
   assert "| validation loss (nats/image) | test PSNR (dB) | train images/s (median) |" in text
   assert "Figures of `nearest`: [reconstructions](reproductions/tiny_images/figures/nearest-reconstructions.png)" in text
   assert "checkerboard" in text and "[images/s](reproductions/tiny_images/examples_per_second.png)" in text
+
+
+@pytest.mark.parametrize("quick", [False, True])
+@pytest.mark.parametrize("name", list(reproductions.ABLATIONS))
+def test_every_claim_names_runs_and_levels_its_reproduction_defines(name, quick):
+  """A misspelt run or level in a claim would only read "not measured here" after hours of training."""
+  ablation = reproductions.ABLATIONS[name]
+  runs = ablation.runs(ablation.base_config(quick))
+  names = {run.name for run in runs}
+  for claim in ablation.claims:
+    compared = [getattr(claim.test, "run", None)]  # Exceeds' `than` is a metric of its run, not a run
+    compared += [claim.test.than] if isinstance(claim.test, (Lower, HoldsWithLength)) else []
+    for run in compared:
+      assert run in names | {None}, f"{claim.claim!r}: no run {run!r}"
+    for levels in (getattr(claim.test, "levels", None), getattr(claim.test, "baseline", None)):
+      if levels is not None:
+        assert any(levels.items() <= run.levels.items() for run in runs), f"{claim.claim!r}: no run at {levels}"
