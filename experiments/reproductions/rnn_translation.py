@@ -154,8 +154,10 @@ BENGIO = Ablation(
     title="Bengio et al. 2015: scheduled sampling against teacher forcing",
     summary=(
         "The `bahdanau2015` attention GRU trained with teacher forcing, with scheduled sampling under each decay of "
-        "sec. 2.4 (the probability of feeding the true previous token falls from 1 towards 0.5; otherwise the "
-        "decoder is fed a token sampled from its own previous output), and always fed its own samples."
+        "sec. 2.4 (the probability of feeding the true previous token falls from 1; otherwise the "
+        "decoder is fed a token sampled from its own previous output), and always fed its own samples. Linear and "
+        "exponential decay reach 0.5 at the last step; the inverse sigmoid, which has no floor, crosses 0.5 half-way "
+        "and goes on falling towards 0, so its last quarter is trained almost as `always_sampling`."
     ),
     base_config=lambda quick: base_config("bahdanau2015", quick),
     runs=lambda base: [
